@@ -1,0 +1,1 @@
+"""payhook's domain: payments, orders, provider events and outcomes. Pure Python, no I/O."""

@@ -1,0 +1,63 @@
+"""Provider events, normalized: what a webhook asks to happen to which payment."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    CONFIRM = "confirm"
+    FAIL = "fail"
+    CANCEL = "cancel"
+    REFUND = "refund"
+    UNSUPPORTED = "unsupported"
+
+
+class MalformedEvent(ValueError):
+    """A body that does not carry what its event type requires; the message says what."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventKey:
+    """The idempotency key: a provider's event id is unique within that provider."""
+
+    provider: str
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentEvent:
+    """One provider event as payhook understands it; amounts in minor units."""
+
+    provider: str
+    event_id: str
+    event_type: str
+    action: Action
+    payment_reference: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    refund_reference: str | None = None
+
+    @property
+    def key(self) -> EventKey:
+        return EventKey(self.provider, self.event_id)
+
+    def fingerprint(self) -> str:
+        """A digest of what the event means, not of its bytes.
+
+        Providers resend the same event with fields that legitimately change between attempts
+        (Stripe's `pending_webhooks`, for one), so two deliveries conflict only when they would
+        do different things to a payment.
+        """
+        parts = (
+            self.event_type,
+            self.action,
+            self.payment_reference,
+            self.amount,
+            self.currency,
+            self.refund_reference,
+        )
+        text = "\x1f".join("" if part is None else str(part) for part in parts)
+        return hashlib.sha256(text.encode()).hexdigest()

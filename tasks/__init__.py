@@ -1,0 +1,1 @@
+"""payhook's use cases, the Celery task shims that run them, and the storage they need."""

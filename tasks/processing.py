@@ -1,0 +1,108 @@
+"""Process one delivery: exactly one outcome, every payment change applied once."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from domain.events import Action, MalformedEvent
+from domain.outcomes import Outcome, OutcomeKind, Reason
+from tasks.policy import RetryPolicy
+from tasks.storage.records import DeliveryRecord
+from tasks.storage.uow import UnitOfWork
+
+
+class UnknownDelivery(LookupError):
+    """A task for a delivery id that is not in the database."""
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """What became of one attempt; `retry_in` is set when the delivery was deferred."""
+
+    delivery_id: int
+    event_id: str
+    outcome: Outcome
+    retry_in: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The small dict a task returns, so that Flower shows the outcome."""
+        return {
+            "kind": self.outcome.kind.value,
+            "reason": None if self.outcome.reason is None else self.outcome.reason.value,
+            "transition": self.outcome.transition,
+            "delivery_id": self.delivery_id,
+            "event_id": self.event_id,
+            "payment_id": self.outcome.payment_id,
+            "duplicate_of": self.outcome.duplicate_of,
+        }
+
+
+def process_delivery(
+    delivery_id: int, uow: UnitOfWork, now: datetime, policy: RetryPolicy
+) -> Processed:
+    with uow:
+        delivery = _lock(uow, delivery_id)
+        if delivery.outcome is not None:  # redelivered by the broker, or re-published
+            return Processed(delivery.id, delivery.event_id, delivery.outcome)
+        outcome = _decide(uow, delivery, now)
+        if not outcome.is_deferred or policy.grace_over(delivery.received_at, now):
+            if outcome.is_deferred:
+                outcome = outcome.expire()
+            uow.outcomes.record(delivery.id, outcome, now)
+            uow.deliveries.mark_processed(delivery.id)
+            uow.commit()
+            return Processed(delivery.id, delivery.event_id, outcome)
+        # Leave the transaction without committing: the claim goes back, so the next attempt
+        # (or a duplicate delivered meanwhile) starts afresh once the payment exists.
+    retry_in = policy.deferral_delay(delivery.attempts)
+    with uow:
+        uow.deliveries.defer(delivery.id, now + timedelta(seconds=retry_in))
+        uow.commit()
+    return Processed(delivery.id, delivery.event_id, outcome, retry_in)
+
+
+def record_failure(delivery_id: int, uow: UnitOfWork, now: datetime, reason: Reason) -> Processed:
+    """Record a delivery as `dead` (replayable), unless it already has an outcome."""
+    with uow:
+        delivery = _lock(uow, delivery_id)
+        if delivery.outcome is not None:
+            return Processed(delivery.id, delivery.event_id, delivery.outcome)
+        outcome = Outcome.dead(reason)
+        uow.outcomes.record(delivery.id, outcome, now)
+        uow.deliveries.mark_processed(delivery.id)
+        uow.commit()
+    return Processed(delivery.id, delivery.event_id, outcome)
+
+
+def _lock(uow: UnitOfWork, delivery_id: int) -> DeliveryRecord:
+    delivery = uow.deliveries.lock(delivery_id)
+    if delivery is None:
+        raise UnknownDelivery(f"delivery {delivery_id} does not exist")
+    return delivery
+
+
+def _decide(uow: UnitOfWork, delivery: DeliveryRecord, now: datetime) -> Outcome:
+    try:
+        event = delivery.event()
+    except MalformedEvent:
+        # The receiver refuses such bodies; only a stored body parsed by newer rules gets here.
+        return Outcome.rejected(Reason.MALFORMED_EVENT)
+    fingerprint = event.fingerprint()
+    if not uow.idempotency_keys.claim(event.key, delivery.id, fingerprint, now):
+        first_delivery, first_fingerprint = uow.idempotency_keys.first(event.key)
+        if first_fingerprint != fingerprint:
+            return Outcome.rejected(Reason.PAYLOAD_CONFLICT, duplicate_of=first_delivery)
+        return Outcome.same_event(first_delivery)
+    if event.action is Action.UNSUPPORTED or event.payment_reference is None:
+        return Outcome.ignored(Reason.UNSUPPORTED_EVENT)
+    locked = uow.payments.lock_by_reference(event.provider, event.payment_reference)
+    if locked is None:
+        return Outcome.deferred(Reason.NO_PAYMENT)
+    order, payment = locked
+    before = copy.deepcopy(payment)
+    outcome = payment.apply(event, order, delivery.id)
+    if outcome.kind is OutcomeKind.APPLIED:
+        uow.payments.save(order, payment, before, now)
+    return outcome

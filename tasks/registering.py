@@ -1,0 +1,84 @@
+"""What the host application registers: orders, their payments, and incoming deliveries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+
+from domain.events import PaymentEvent
+from tasks.storage.uow import UnitOfWork
+
+
+class AlreadyExists(Exception):
+    """A unique reference that is already taken."""
+
+
+class OrderNotFound(LookupError):
+    pass
+
+
+class CurrencyDiffers(ValueError):
+    pass
+
+
+def create_order(
+    uow: UnitOfWork, *, reference: str, total: int, currency: str, now: datetime
+) -> int:
+    with uow:
+        try:
+            order_id = uow.payments.add_order(
+                reference=reference, total=total, currency=currency, now=now
+            )
+        except IntegrityError:
+            raise AlreadyExists(f"order {reference!r} already exists") from None
+        uow.commit()
+    return order_id
+
+
+def create_payment(
+    uow: UnitOfWork,
+    *,
+    order_reference: str,
+    provider: str,
+    provider_reference: str,
+    amount: int,
+    currency: str,
+    now: datetime,
+) -> int:
+    with uow:
+        order = uow.payments.find_order(order_reference)
+        if order is None:
+            raise OrderNotFound(f"no order {order_reference!r}")
+        if order.currency != currency:
+            raise CurrencyDiffers(f"order {order_reference!r} is in {order.currency}")
+        try:
+            payment_id = uow.payments.add_payment(
+                order_id=order.id,
+                provider=provider,
+                provider_reference=provider_reference,
+                amount=amount,
+                currency=currency,
+                now=now,
+            )
+        except IntegrityError:
+            raise AlreadyExists(f"payment {provider}/{provider_reference} already exists") from None
+        uow.commit()
+    return payment_id
+
+
+def store_delivery(
+    uow: UnitOfWork, event: PaymentEvent, *, headers: str, body: bytes, received_at: datetime
+) -> int:
+    """Make a verified delivery durable; it is committed before the provider gets its 2xx."""
+    with uow:
+        delivery_id = uow.deliveries.add(
+            provider=event.provider,
+            event_id=event.event_id,
+            event_type=event.event_type,
+            received_at=received_at,
+            headers=headers,
+            body=body,
+        )
+        uow.commit()
+    return delivery_id

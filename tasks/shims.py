@@ -1,0 +1,108 @@
+"""The Celery tasks: thin, explicitly named, ids in and a small outcome dict out.
+
+The process that hosts them (worker/) installs a `Runtime` factory; the runtime itself is built
+lazily, once per process, after any fork.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from celery import Task, shared_task
+
+from domain.outcomes import Reason
+from tasks.policy import RetryPolicy, is_transient
+from tasks.processing import UnknownDelivery, process_delivery, record_failure
+from tasks.storage.uow import UnitOfWork
+from tasks.sweeping import sweep
+
+PROCESS_DELIVERY = "payhook.process_delivery"
+SWEEP = "payhook.sweep"
+
+log = logging.getLogger("payhook.tasks")
+
+
+class Runtime(Protocol):
+    policy: RetryPolicy
+
+    def unit_of_work(self) -> UnitOfWork: ...
+
+    def now(self) -> datetime: ...
+
+    def publish(self, delivery_id: int) -> None: ...
+
+
+_factory: Callable[[], Runtime] | None = None
+_runtime: Runtime | None = None
+
+
+def install(factory: Callable[[], Runtime]) -> None:
+    """Say how this process builds its runtime; forget any runtime built before a fork."""
+    global _factory, _runtime
+    _factory, _runtime = factory, None
+
+
+def forget_runtime() -> None:
+    """Called in each prefork child: connections are never shared across a fork."""
+    global _runtime
+    _runtime = None
+
+
+def runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        if _factory is None:
+            raise RuntimeError("no payhook runtime installed in this process")
+        _runtime = _factory()
+    return _runtime
+
+
+@shared_task(
+    name=PROCESS_DELIVERY, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+)
+def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, object]:
+    """Apply one stored delivery; returns its outcome (kind, reason, ids) for Flower."""
+    rt = runtime()
+    try:
+        result = process_delivery(delivery_id, rt.unit_of_work(), rt.now(), rt.policy)
+    except UnknownDelivery:
+        log.error("no such delivery; nothing to do", extra={"delivery_id": delivery_id})
+        return {"kind": None, "reason": "unknown_delivery", "delivery_id": delivery_id}
+    except Exception as error:
+        retries = self.request.retries or 0
+        if is_transient(error) and retries < rt.policy.max_task_retries:
+            log.warning(
+                "transient error, retrying: %s",
+                type(error).__name__,
+                extra={"delivery_id": delivery_id, "retries": retries},
+            )
+            raise self.retry(exc=error, countdown=rt.policy.transient_delay(retries)) from None
+        # A programming error or an exhausted budget: record it, do not retry it forever.
+        log.exception("delivery failed permanently", extra={"delivery_id": delivery_id})
+        reason = Reason.RETRY_BUDGET_EXHAUSTED if is_transient(error) else Reason.PROCESSING_ERROR
+        return record_failure(delivery_id, rt.unit_of_work(), rt.now(), reason).as_dict()
+    if result.retry_in is not None:
+        log.info(
+            "payment not found yet, deferred for %.1fs",
+            result.retry_in,
+            extra={"delivery_id": delivery_id},
+        )
+        raise self.retry(countdown=result.retry_in)
+    return result.as_dict()
+
+
+@shared_task(name=SWEEP, acks_late=True)
+def sweep_task() -> dict[str, int]:
+    """Re-publish deliveries whose attempt is overdue; record `dead` the hopeless ones."""
+    rt = runtime()
+    report = sweep(rt.unit_of_work(), rt.now(), rt.policy, rt.publish)
+    if report.republished or report.dead:
+        log.warning(
+            "sweeper re-published %d deliveries, recorded %d dead",
+            len(report.republished),
+            len(report.dead),
+        )
+    return {"republished": len(report.republished), "dead": len(report.dead)}

@@ -1,0 +1,32 @@
+"""What the storage hands to the use cases besides domain objects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from domain.events import PaymentEvent
+from domain.outcomes import Outcome
+from domain.providers import parse_delivery
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    id: int
+    provider: str
+    event_id: str
+    event_type: str
+    received_at: datetime
+    status: str
+    attempts: int
+    headers: str
+    body: bytes
+    outcome: Outcome | None
+
+    def event(self) -> PaymentEvent:
+        return parse_delivery(self.provider, self.event_id, self.body)
+
+    def header_map(self) -> dict[str, str]:
+        value: dict[str, str] = json.loads(self.headers)
+        return value

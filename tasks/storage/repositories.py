@@ -1,0 +1,341 @@
+"""Repositories over one connection; the unit of work owns the transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Insert, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from domain.events import EventKey
+from domain.outcomes import Outcome, OutcomeKind, Reason
+from domain.payments import Order, Payment, PaymentState
+from tasks.storage.records import DeliveryRecord
+from tasks.storage.tables import (
+    api_idempotency,
+    deliveries,
+    idempotency_keys,
+    orders,
+    outcomes,
+    payments,
+    refunds,
+)
+
+
+def outcome_from_row(row: Any) -> Outcome:
+    return Outcome(
+        OutcomeKind(row.kind),
+        Reason(row.reason) if row.reason else None,
+        row.transition,
+        row.payment_id,
+        row.duplicate_of,
+    )
+
+
+def insert_ignoring_conflicts(conn: Connection, table: Any) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING in the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"unsupported database: {conn.dialect.name}")
+
+
+class Deliveries:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(
+        self,
+        *,
+        provider: str,
+        event_id: str,
+        event_type: str,
+        received_at: datetime,
+        headers: str,
+        body: bytes,
+    ) -> int:
+        result = self._conn.execute(
+            insert(deliveries)
+            .values(
+                provider=provider,
+                event_id=event_id,
+                event_type=event_type,
+                received_at=received_at,
+                status="received",
+                attempts=0,
+                sweeps=0,
+                next_attempt_at=received_at,
+                headers=headers,
+                body=body,
+            )
+            .returning(deliveries.c.id)
+        )
+        return int(result.scalar_one())
+
+    def lock(self, delivery_id: int) -> DeliveryRecord | None:
+        """The delivery, locked for this transaction, with its outcome if it has one."""
+        row = self._conn.execute(
+            select(deliveries).where(deliveries.c.id == delivery_id).with_for_update()
+        ).one_or_none()
+        if row is None:
+            return None
+        outcome_row = self._conn.execute(
+            select(outcomes).where(outcomes.c.delivery_id == delivery_id)
+        ).one_or_none()
+        return DeliveryRecord(
+            id=row.id,
+            provider=row.provider,
+            event_id=row.event_id,
+            event_type=row.event_type,
+            received_at=row.received_at,
+            status=row.status,
+            attempts=row.attempts,
+            headers=row.headers,
+            body=row.body,
+            outcome=None if outcome_row is None else outcome_from_row(outcome_row),
+        )
+
+    def defer(self, delivery_id: int, next_attempt_at: datetime) -> None:
+        self._conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .where(deliveries.c.status != "processed")
+            .values(
+                status="deferred",
+                attempts=deliveries.c.attempts + 1,
+                next_attempt_at=next_attempt_at,
+            )
+        )
+
+    def mark_processed(self, delivery_id: int) -> None:
+        self._conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .values(status="processed", attempts=deliveries.c.attempts + 1, next_attempt_at=None)
+        )
+
+    def mark_republished(self, delivery_id: int, next_attempt_at: datetime) -> None:
+        self._conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .values(sweeps=deliveries.c.sweeps + 1, next_attempt_at=next_attempt_at)
+        )
+
+    def waiting_since(self, before: datetime, limit: int) -> list[tuple[int, int]]:
+        """(id, sweeps) of deliveries without an outcome whose next attempt is overdue."""
+        rows = self._conn.execute(
+            select(deliveries.c.id, deliveries.c.sweeps)
+            .where(deliveries.c.status != "processed")
+            .where(deliveries.c.next_attempt_at < before)
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(limit)
+        )
+        return [(row.id, row.sweeps) for row in rows]
+
+
+class IdempotencyKeys:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def claim(self, key: EventKey, delivery_id: int, fingerprint: str, now: datetime) -> bool:
+        """True when this delivery is the first to claim the event; waits for a rival claim."""
+        statement = insert_ignoring_conflicts(self._conn, idempotency_keys).values(
+            provider=key.provider,
+            event_id=key.event_id,
+            first_delivery_id=delivery_id,
+            fingerprint=fingerprint,
+            claimed_at=now,
+        )
+        return self._conn.execute(statement).rowcount == 1
+
+    def first(self, key: EventKey) -> tuple[int, str]:
+        """(first delivery id, body fingerprint) of a claimed event."""
+        row = self._conn.execute(
+            select(idempotency_keys.c.first_delivery_id, idempotency_keys.c.fingerprint)
+            .where(idempotency_keys.c.provider == key.provider)
+            .where(idempotency_keys.c.event_id == key.event_id)
+        ).one()
+        return int(row.first_delivery_id), str(row.fingerprint)
+
+
+class Payments:
+    """Orders and their payments; locks are always taken order first, then payment."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add_order(self, *, reference: str, total: int, currency: str, now: datetime) -> int:
+        result = self._conn.execute(
+            insert(orders)
+            .values(
+                reference=reference,
+                total=total,
+                currency=currency,
+                paid_amount=0,
+                refunded_amount=0,
+                created_at=now,
+            )
+            .returning(orders.c.id)
+        )
+        return int(result.scalar_one())
+
+    def add_payment(
+        self,
+        *,
+        order_id: int,
+        provider: str,
+        provider_reference: str,
+        amount: int,
+        currency: str,
+        now: datetime,
+    ) -> int:
+        result = self._conn.execute(
+            insert(payments)
+            .values(
+                order_id=order_id,
+                provider=provider,
+                provider_reference=provider_reference,
+                amount=amount,
+                currency=currency,
+                state=PaymentState.PENDING.value,
+                refunded_amount=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(payments.c.id)
+        )
+        return int(result.scalar_one())
+
+    def find_order(self, reference: str) -> Order | None:
+        row = self._conn.execute(
+            select(orders).where(orders.c.reference == reference)
+        ).one_or_none()
+        if row is None:
+            return None
+        return Order(
+            row.id, row.reference, row.total, row.currency, row.paid_amount, row.refunded_amount
+        )
+
+    def lock_by_reference(self, provider: str, reference: str) -> tuple[Order, Payment] | None:
+        order_id = self._conn.execute(
+            select(payments.c.order_id)
+            .where(payments.c.provider == provider)
+            .where(payments.c.provider_reference == reference)
+        ).scalar_one_or_none()
+        if order_id is None:
+            return None
+        return self._lock(
+            order_id, payments.c.provider == provider, payments.c.provider_reference == reference
+        )
+
+    def lock(self, payment_id: int) -> tuple[Order, Payment] | None:
+        order_id = self._conn.execute(
+            select(payments.c.order_id).where(payments.c.id == payment_id)
+        ).scalar_one_or_none()
+        if order_id is None:
+            return None
+        return self._lock(order_id, payments.c.id == payment_id)
+
+    def _lock(self, order_id: int, *where: Any) -> tuple[Order, Payment] | None:
+        order_row = self._conn.execute(
+            select(orders).where(orders.c.id == order_id).with_for_update()
+        ).one()
+        row = self._conn.execute(select(payments).where(*where).with_for_update()).one_or_none()
+        if row is None:
+            return None
+        refund_rows = self._conn.execute(
+            select(refunds.c.refund_reference, refunds.c.amount).where(
+                refunds.c.payment_id == row.id
+            )
+        )
+        order = Order(
+            order_row.id,
+            order_row.reference,
+            order_row.total,
+            order_row.currency,
+            order_row.paid_amount,
+            order_row.refunded_amount,
+        )
+        payment = Payment(
+            row.id,
+            row.order_id,
+            row.provider,
+            row.provider_reference,
+            row.amount,
+            row.currency,
+            PaymentState(row.state),
+            row.confirmed_by,
+            row.refunded_amount,
+            {r.refund_reference: r.amount for r in refund_rows},
+        )
+        return order, payment
+
+    def save(self, order: Order, payment: Payment, before: Payment, now: datetime) -> None:
+        """Write what the domain changed; `before` is the payment as it was loaded."""
+        self._conn.execute(
+            update(orders)
+            .where(orders.c.id == order.id)
+            .values(paid_amount=order.paid_amount, refunded_amount=order.refunded_amount)
+        )
+        self._conn.execute(
+            update(payments)
+            .where(payments.c.id == payment.id)
+            .values(
+                state=payment.state.value,
+                confirmed_by=payment.confirmed_by,
+                refunded_amount=payment.refunded_amount,
+                updated_at=now,
+            )
+        )
+        new_refunds = [
+            {"payment_id": payment.id, "refund_reference": ref, "amount": amount, "created_at": now}
+            for ref, amount in payment.refunds.items()
+            if ref not in before.refunds
+        ]
+        if new_refunds:
+            self._conn.execute(insert(refunds), new_refunds)
+
+
+class Outcomes:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def record(self, delivery_id: int, outcome: Outcome, now: datetime) -> None:
+        self._conn.execute(
+            insert(outcomes).values(
+                delivery_id=delivery_id,
+                kind=outcome.kind.value,
+                reason=None if outcome.reason is None else outcome.reason.value,
+                transition=outcome.transition,
+                payment_id=outcome.payment_id,
+                duplicate_of=outcome.duplicate_of,
+                recorded_at=now,
+            )
+        )
+
+
+class ApiIdempotency:
+    """Answers stored per `Idempotency-Key`, so that a retried API call replays the first."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def get(self, key: str) -> tuple[str, str, str] | None:
+        """(request fingerprint, status, response JSON) stored under `key`."""
+        row = self._conn.execute(
+            select(api_idempotency).where(api_idempotency.c.key == key)
+        ).one_or_none()
+        return None if row is None else (row.request_fingerprint, row.status, row.response)
+
+    def store(self, key: str, fingerprint: str, status: str, response: str, now: datetime) -> bool:
+        """False when a concurrent request stored an answer under the same key first."""
+        statement = insert_ignoring_conflicts(self._conn, api_idempotency).values(
+            key=key,
+            request_fingerprint=fingerprint,
+            status=status,
+            response=response,
+            created_at=now,
+        )
+        return self._conn.execute(statement).rowcount == 1

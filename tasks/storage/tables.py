@@ -1,0 +1,151 @@
+"""The schema; Alembic migrations in tasks/migrations create exactly this."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both engines (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("payhook stores aware datetimes only")
+        return None if value is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        result: datetime = value
+        return result.replace(tzinfo=UTC) if result.tzinfo is None else result.astimezone(UTC)
+
+
+def _timestamp(name: str, nullable: bool = False) -> Column[datetime]:
+    return Column(name, UtcDateTime(), nullable=nullable)
+
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("provider", String(64), nullable=False),
+    Column("event_id", String(255), nullable=False),
+    Column("event_type", String(255), nullable=False),
+    _timestamp("received_at"),
+    Column("status", String(16), nullable=False),  # received | deferred | processed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("sweeps", Integer, nullable=False, default=0),  # re-publications by the sweeper
+    _timestamp("next_attempt_at", nullable=True),
+    Column("headers", Text, nullable=False),  # JSON: only the headers that matter
+    Column("body", LargeBinary, nullable=False),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "provider", "event_id"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("reference", String(255), nullable=False, unique=True),
+    Column("total", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("paid_amount", BigInteger, nullable=False, default=0),
+    Column("refunded_amount", BigInteger, nullable=False, default=0),
+    _timestamp("created_at"),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("order_id", Id, ForeignKey("orders.id"), nullable=False, index=True),
+    Column("provider", String(64), nullable=False),
+    Column("provider_reference", String(255), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("confirmed_by", Id, ForeignKey("deliveries.id"), nullable=True),
+    Column("refunded_amount", BigInteger, nullable=False, default=0),
+    _timestamp("created_at"),
+    _timestamp("updated_at"),
+    UniqueConstraint("provider", "provider_reference"),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("payment_id", Id, ForeignKey("payments.id"), nullable=False),
+    Column("refund_reference", String(255), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    _timestamp("created_at"),
+    UniqueConstraint("payment_id", "refund_reference"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("provider", String(64), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("first_delivery_id", Id, ForeignKey("deliveries.id"), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    _timestamp("claimed_at"),
+)
+
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # Exactly one outcome per delivery, whatever the broker redelivers.
+    Column("delivery_id", Id, ForeignKey("deliveries.id"), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("transition", String(64), nullable=True),
+    Column("payment_id", Id, ForeignKey("payments.id"), nullable=True, index=True),
+    Column("duplicate_of", Id, nullable=True),
+    _timestamp("recorded_at"),
+    Index(None, "kind", "reason"),
+)
+
+api_idempotency = Table(
+    "api_idempotency",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("request_fingerprint", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("response", Text, nullable=False),
+    _timestamp("created_at"),
+)

@@ -1,0 +1,67 @@
+"""The unit of work: one connection, one transaction, visible as `with uow:` … `commit()`."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sqlalchemy import Connection, Engine, RootTransaction
+
+from tasks.storage.repositories import (
+    ApiIdempotency,
+    Deliveries,
+    IdempotencyKeys,
+    Outcomes,
+    Payments,
+)
+
+
+class UnitOfWork:
+    deliveries: Deliveries
+    idempotency_keys: IdempotencyKeys
+    payments: Payments
+    outcomes: Outcomes
+    api_keys: ApiIdempotency
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+        self._tx: RootTransaction | None = None
+
+    @property
+    def connection(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError("the unit of work is not open: use `with uow:`")
+        return self._conn
+
+    def __enter__(self) -> UnitOfWork:
+        self._conn = self._engine.connect()
+        self._tx = self._conn.begin()
+        self.deliveries = Deliveries(self._conn)
+        self.idempotency_keys = IdempotencyKeys(self._conn)
+        self.payments = Payments(self._conn)
+        self.outcomes = Outcomes(self._conn)
+        self.api_keys = ApiIdempotency(self._conn)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._tx is not None and self._tx.is_active:
+                self._tx.rollback()
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self._tx = None
+
+    def commit(self) -> None:
+        if self._tx is None:
+            raise RuntimeError("the unit of work is not open: use `with uow:`")
+        self._tx.commit()
+
+    def rollback(self) -> None:
+        if self._tx is not None and self._tx.is_active:
+            self._tx.rollback()

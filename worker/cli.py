@@ -1,0 +1,216 @@
+"""`payhook`: the one console script."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import uvicorn
+from rich.console import Console
+from sqlalchemy.engine import make_url
+
+from domain.events import MalformedEvent
+from domain.providers import parse_delivery
+from tasks import migrate as migrations
+from tasks import shims
+from tasks.storage import queries
+from tasks.storage.engine import make_engine
+from worker.celery_app import create_app
+from worker.cli_tables import deliveries_table
+from worker.demo import run_demo
+from worker.http_app import create_http_app
+from worker.runtime import ProcessRuntime
+from worker.settings import Settings, SettingsError, load_settings
+
+console = Console()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in {"worker", "beat"}:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"payhook: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for chatty in ("httpx", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    result: int = args.run(settings, args, extra)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="payhook",
+        description="Receive payment webhooks and apply each payment change exactly once.",
+        epilog="Settings come from PAYHOOK_* environment variables (see the README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("migrate", help="upgrade the database schema (safe to run twice)").set_defaults(
+        run=_migrate
+    )
+
+    serve = sub.add_parser("serve", help="run the webhook receiver and the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+
+    sub.add_parser(
+        "worker", help="run a Celery worker (takes Celery's worker options, e.g. --concurrency 2)"
+    ).set_defaults(run=_worker)
+    sub.add_parser("beat", help="run the sweeper's schedule").set_defaults(run=_beat)
+
+    demo = sub.add_parser(
+        "demo", help="run everything on the embedded default and send signed sample webhooks"
+    )
+    demo.add_argument(
+        "--once",
+        action="store_true",
+        help="exit after the samples: status 0 only if every outcome is right",
+    )
+    demo.set_defaults(run=_demo)
+
+    listing = sub.add_parser("deliveries", help="list deliveries, newest first")
+    listing.add_argument("--provider")
+    listing.add_argument("--status", choices=["received", "deferred", "processed"])
+    listing.add_argument("--outcome", help="outcome kind, e.g. acknowledged_duplicate")
+    listing.add_argument("--payment", type=int, help="payment id")
+    listing.add_argument(
+        "--since", type=datetime.fromisoformat, help="ISO time, e.g. 2026-11-28T10:00+00:00"
+    )
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--before", type=int, help="only deliveries older than this id")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_deliveries)
+
+    show = sub.add_parser("show", help="one delivery: headers, body, event, outcome")
+    show.add_argument("delivery", type=int)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=_show)
+    return parser
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace, _extra: list[str]) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrations.upgrade(settings.database)
+    console.print(f"database is at the newest schema: {_safe_url(settings.database)}")
+    return 0
+
+
+def _runtime(settings: Settings) -> ProcessRuntime:
+    app = create_app(settings)
+    runtime = ProcessRuntime(settings, app)
+    shims.install(lambda: runtime)
+    return runtime
+
+
+def _serve(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:
+    app = create_http_app(_runtime(settings))
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+    return 0
+
+
+def _worker(settings: Settings, _args: argparse.Namespace, extra: list[str]) -> int:
+    runtime = _runtime(settings)
+    runtime.app.worker_main(["worker", "--loglevel=INFO", *extra])
+    return 0
+
+
+def _beat(settings: Settings, _args: argparse.Namespace, extra: list[str]) -> int:
+    runtime = _runtime(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.data_dir / "beat-schedule"
+    runtime.app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}", *extra])
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:
+    return run_demo(settings, once=args.once, console=console)
+
+
+def _deliveries(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:
+    with make_engine(settings.database).connect() as conn:
+        rows = queries.list_deliveries(
+            conn,
+            status=args.status,
+            provider=args.provider,
+            outcome=args.outcome,
+            payment_id=args.payment,
+            since=args.since,
+            limit=args.limit,
+            before=args.before,
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    console.print(deliveries_table(rows))
+    if not rows:
+        console.print("no deliveries match")
+    return 0
+
+
+def _show(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:
+    with make_engine(settings.database).connect() as conn:
+        view = queries.delivery(conn, args.delivery)
+        raw = queries.delivery_raw(conn, args.delivery)
+        first = None
+        if view is not None and view["outcome"] and view["outcome"]["duplicate_of"]:
+            first = queries.delivery(conn, view["outcome"]["duplicate_of"])
+    if view is None or raw is None:
+        print(f"payhook: no delivery {args.delivery}", file=sys.stderr)
+        return 1
+    headers, body = raw
+    try:
+        event: Any = parse_delivery(view["provider"], view["event_id"], body)
+        parsed = {k: getattr(event, k) for k in event.__slots__}
+    except MalformedEvent as error:
+        parsed = {"error": str(error)}
+    document = {
+        **view,
+        "headers": _masked(json.loads(headers)),
+        "body": body.decode("utf-8", "replace"),
+        "event": parsed,
+        "first_delivery": first,
+    }
+    if args.json:
+        print(json.dumps(document, indent=2, default=str))
+        return 0
+    console.print(deliveries_table([view], title=f"delivery {view['id']}"))
+    console.print("[bold]event as parsed[/bold]", parsed)
+    console.print("[bold]headers[/bold]", document["headers"])
+    console.print("[bold]body[/bold]")
+    console.print(document["body"], markup=False, highlight=False)
+    if first is not None:
+        console.print(deliveries_table([first], title="first delivery of this event"))
+    return 0
+
+
+def _masked(headers: dict[str, str]) -> dict[str, str]:
+    """Signatures are not secrets, but there is no reason to echo them in full."""
+    return {
+        k: (v[:12] + "…" if "signature" in k and len(v) > 12 else v) for k, v in headers.items()
+    }
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The webhook receiver: verify, store durably, publish, answer — in that order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+
+from domain.events import MalformedEvent, PaymentEvent
+from domain.providers import standard, stripe
+from tasks.registering import store_delivery
+from worker.deps import Runtime
+from worker.http_errors import HttpError, database_unavailable
+from worker.metrics import DELIVERIES_RECEIVED
+from worker.runtime import ProcessRuntime
+from worker.signing.errors import SignatureError
+from worker.signing.standard import verify_standard
+from worker.signing.stripe import verify_stripe
+
+# Only these headers are kept with a delivery: what a later check or an operator needs.
+KEPT_HEADERS = (
+    "content-type",
+    "user-agent",
+    "stripe-signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+)
+
+
+router = APIRouter(tags=["webhooks"])
+
+
+@router.post("/webhooks/stripe", status_code=202)
+async def stripe_webhook(request: Request, rt: Runtime) -> JSONResponse:
+    secrets = rt.settings.stripe_secrets()
+    if not secrets:
+        raise HttpError(404, "provider stripe is not configured")
+    body = await read_body(request, rt.settings.max_body_bytes)
+    try:
+        verify_stripe(
+            body,
+            request.headers.get("stripe-signature"),
+            secrets,
+            int(rt.now().timestamp()),
+            rt.settings.signature_tolerance_s,
+        )
+    except SignatureError as error:
+        raise _refused("stripe", error) from None
+    event = _parse(lambda: stripe.parse(body), "stripe")
+    return await _accept(rt, request, event, body)
+
+
+@router.post("/webhooks/standard/{source}", status_code=202)
+async def standard_webhook(source: str, request: Request, rt: Runtime) -> JSONResponse:
+    secrets = rt.settings.standard_secrets().get(source)
+    if not secrets:
+        raise HttpError(404, f"unknown Standard Webhooks source {source!r}")
+    body = await read_body(request, rt.settings.max_body_bytes)
+    headers = {
+        name: request.headers[name]
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+        if name in request.headers
+    }
+    try:
+        webhook_id = verify_standard(
+            body, headers, secrets, int(rt.now().timestamp()), rt.settings.signature_tolerance_s
+        )
+    except SignatureError as error:
+        raise _refused(source, error) from None
+    event = _parse(lambda: standard.parse(source, webhook_id, body), source)
+    return await _accept(rt, request, event, body)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it grows past `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _refused(provider: str, error: SignatureError) -> HttpError:
+    DELIVERIES_RECEIVED.labels(provider=provider, answer="401").inc()
+    return HttpError(401, error.reason)
+
+
+def _parse(parse: Callable[[], PaymentEvent], provider: str) -> PaymentEvent:
+    try:
+        return parse()
+    except MalformedEvent as error:
+        DELIVERIES_RECEIVED.labels(provider=provider, answer="400").inc()
+        raise HttpError(400, f"malformed event: {error}") from None
+
+
+async def _accept(
+    rt: ProcessRuntime, request: Request, event: PaymentEvent, body: bytes
+) -> JSONResponse:
+    headers = json.dumps(
+        {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+    )
+    try:
+        delivery_id = await run_in_threadpool(
+            store_delivery,
+            rt.unit_of_work(),
+            event,
+            headers=headers,
+            body=body,
+            received_at=rt.now(),
+        )
+    except SQLAlchemyError:
+        DELIVERIES_RECEIVED.labels(provider=event.provider, answer="503").inc()
+        raise database_unavailable() from None
+    # Durable now: a failed publish is left to the sweeper, the provider still gets its 2xx.
+    await run_in_threadpool(rt.try_publish, delivery_id)
+    DELIVERIES_RECEIVED.labels(provider=event.provider, answer="202").inc()
+    return JSONResponse({"delivery_id": delivery_id}, status_code=202)

@@ -1,0 +1,51 @@
+"""What one process needs to run the use cases: an engine (built lazily), a clock, a publisher."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from functools import cached_property
+
+from celery import Celery
+from sqlalchemy import Engine
+
+from tasks.policy import RetryPolicy
+from tasks.shims import PROCESS_DELIVERY
+from tasks.storage.engine import make_engine
+from tasks.storage.uow import UnitOfWork
+from worker.settings import Settings
+
+log = logging.getLogger("payhook.runtime")
+
+
+class ProcessRuntime:
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        self.settings = settings
+        self.app = app
+        self.policy: RetryPolicy = settings.retry_policy()
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database, pool_size=self.settings.db_pool_size)
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.engine)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def publish(self, delivery_id: int) -> None:
+        self.app.send_task(PROCESS_DELIVERY, args=[delivery_id])
+
+    def try_publish(self, delivery_id: int) -> bool:
+        """Publish; on a broker failure say so and leave the delivery to the sweeper."""
+        try:
+            self.publish(delivery_id)
+        except Exception as error:  # noqa: BLE001  (any broker failure: the sweeper covers it)
+            log.warning(
+                "publish failed, the sweeper will re-publish: %s",
+                type(error).__name__,
+                extra={"delivery_id": delivery_id},
+            )
+            return False
+        return True

@@ -1,0 +1,120 @@
+"""Settings from the environment (prefix PAYHOOK_), read once at start into a frozen object."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.providers import BUILT_IN
+from tasks.policy import RetryPolicy
+
+RESERVED_SOURCES = BUILT_IN | {"adyen", "paypal"}
+
+
+class SettingsError(Exception):
+    """A bad setting: the message is the one line shown before the program stops."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYHOOK_", frozen=True, extra="ignore")
+
+    data_dir: Path = Path(".payhook")
+    database_url: str = ""  # default: a SQLite file in data_dir
+    broker_url: str = ""  # default: a file-system broker folder in data_dir
+    api_token: SecretStr | None = None
+    stripe_webhook_secrets: SecretStr = SecretStr("")  # comma-separated, for rotation
+    adyen_hmac_keys: SecretStr = SecretStr("")
+    standard_webhook_secrets: SecretStr = SecretStr("")  # source=whsec_…,source=whsec_…
+    paypal_webhook_id: str = ""
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    signature_tolerance_s: int = Field(300, gt=0)
+    unmatched_grace_s: int = Field(600, ge=0)
+    sweep_after_s: int = Field(300, gt=0)
+    sweep_interval_s: int = Field(60, gt=0)
+    max_sweeps: int = Field(5, gt=0)
+    task_time_limit_s: int = Field(60, gt=0)
+    visibility_timeout_s: int = Field(3600, gt=0)
+    db_pool_size: int = Field(5, gt=0)
+
+    @field_validator("database_url", "broker_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        self.standard_secrets()  # raises on a malformed list
+        policy = self.retry_policy()
+        if self.uses_redis and self.visibility_timeout_s <= (
+            policy.longest_countdown_s + policy.time_limit_s
+        ):
+            raise ValueError(
+                f"PAYHOOK_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}s) must exceed the "
+                f"longest retry countdown plus the task time limit "
+                f"({policy.longest_countdown_s + policy.time_limit_s:.0f}s), or Redis would "
+                "deliver a waiting task twice"
+            )
+        return self
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'payhook.sqlite3').resolve()}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def uses_redis(self) -> bool:
+        return urlparse(self.broker).scheme in {"redis", "rediss"}
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    def stripe_secrets(self) -> tuple[str, ...]:
+        return _split(self.stripe_webhook_secrets.get_secret_value())
+
+    def standard_secrets(self) -> dict[str, tuple[str, ...]]:
+        """Secrets per Standard Webhooks source; a source may list several, for rotation."""
+        sources: dict[str, tuple[str, ...]] = {}
+        for item in _split(self.standard_webhook_secrets.get_secret_value()):
+            source, sep, secret = item.partition("=")
+            source = source.strip()
+            if not sep or not source or not secret.strip():
+                raise ValueError(
+                    "PAYHOOK_STANDARD_WEBHOOK_SECRETS must read source=whsec_…,source=whsec_…"
+                )
+            if source in RESERVED_SOURCES:
+                raise ValueError(f"Standard Webhooks source may not be named {source!r}")
+            sources[source] = (*sources.get(source, ()), secret.strip())
+        return sources
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            unmatched_grace=timedelta(seconds=self.unmatched_grace_s),
+            sweep_after=timedelta(seconds=self.sweep_after_s),
+            max_sweeps=self.max_sweeps,
+            time_limit_s=self.task_time_limit_s,
+            soft_time_limit_s=max(1, self.task_time_limit_s - 10),
+        )
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def load_settings() -> Settings:
+    """Read the environment once; a bad setting becomes a one-line SettingsError."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        name = f"PAYHOOK_{where.upper()}" if first["loc"] else "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"bad setting {name}: {message}") from None

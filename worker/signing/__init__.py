@@ -1,0 +1,1 @@
+"""Webhook signature verification: Stripe and Standard Webhooks."""

@@ -148,7 +148,9 @@ class IdempotencyKeys:
             fingerprint=fingerprint,
             claimed_at=now,
         )
-        return self._conn.execute(statement).rowcount == 1
+        # RETURNING, not rowcount: SQLAlchemy does not promise rowcount for this statement.
+        won = self._conn.execute(statement.returning(idempotency_keys.c.event_id)).first()
+        return won is not None
 
     def first(self, key: EventKey) -> tuple[int, str]:
         """(first delivery id, body fingerprint) of a claimed event."""
@@ -338,4 +340,4 @@ class ApiIdempotency:
             response=response,
             created_at=now,
         )
-        return self._conn.execute(statement).rowcount == 1
+        return self._conn.execute(statement.returning(api_idempotency.c.key)).first() is not None

@@ -1,0 +1,125 @@
+"""Against PostgreSQL, Redis and real worker processes, driven only through signed HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tasks.storage.tables import deliveries, outcomes
+from tests.fixture_files import fixture_json
+from tests.integration.stack import STRIPE_SECRET, Stack, running_stack
+from worker.signing.stripe import sign_stripe
+
+pytestmark = pytest.mark.integration
+
+
+def stripe_event(fixture: str, event_id: str, intent: str) -> bytes:
+    event = fixture_json(f"stripe/events/{fixture}.json")
+    event["id"] = event_id
+    obj = event["data"]["object"]
+    if obj["object"] == "payment_intent":
+        obj["id"] = intent
+    else:
+        obj["payment_intent"] = intent
+    return json.dumps(event).encode()
+
+
+def post_signed(stack: Stack, body: bytes, *, timestamp: int | None = None) -> int:
+    signature = sign_stripe(body, STRIPE_SECRET, timestamp or int(time.time()))
+    with stack.client() as client:
+        answer = client.post("/webhooks/stripe", content=body,
+                             headers={"Stripe-Signature": signature})
+    return answer.status_code
+
+
+def register_payment(stack: Stack, order: str, intent: str, amount: int = 2000) -> int:
+    with stack.client() as client:
+        client.post("/api/orders", json={"reference": order, "total": amount,
+                                         "currency": "usd"}).raise_for_status()
+        answer = client.post("/api/payments", json={
+            "order_reference": order, "provider": "stripe", "provider_reference": intent,
+            "amount": amount, "currency": "usd"})
+        answer.raise_for_status()
+        payment_id: int = answer.json()["id"]
+        return payment_id
+
+
+@pytest.mark.parametrize("worker_processes", [1, 2])
+def test_fifty_copies_and_five_other_events_confirm_the_payment_once(
+    tmp_path: Path, worker_processes: int
+) -> None:
+    with running_stack(tmp_path, worker_processes=worker_processes,
+                       name=f"payhook_it_once_{worker_processes}") as stack:
+        payment_id = register_payment(stack, "order-1", "pi_it_1")
+        copy = stripe_event("payment_intent.succeeded", "evt_it_same", "pi_it_1")
+        others = [stripe_event("payment_intent.succeeded", f"evt_it_pi_{i}", "pi_it_1")
+                  for i in range(2)]
+        others += [stripe_event("charge.succeeded", f"evt_it_ch_{i}", "pi_it_1")
+                   for i in range(3)]
+        bodies = [copy] * 50 + others
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            answers = list(pool.map(lambda body: post_signed(stack, body), bodies))
+        assert answers == [202] * 55
+        stack.wait_for_outcomes(55)
+        elapsed = time.monotonic() - started
+
+        counts = stack.outcome_counts()
+        print(f"\n{worker_processes} worker process(es): 55 deliveries -> {counts} "
+              f"in {elapsed:.2f}s")
+        assert counts.get("applied", 0) == 1
+        same_event = counts.get("acknowledged_duplicate/same_event", 0)
+        already = counts.get("acknowledged_duplicate/already_in_state", 0)
+        assert same_event + already == 54
+        assert same_event in (49, 50)  # 49 when one of the five other events applied first
+        assert stack.count(outcomes) == stack.count(deliveries) == 55
+
+        with stack.client() as client:
+            payment = client.get(f"/api/payments/{payment_id}").json()
+            order = client.get("/api/orders/order-1").json()
+            confirm = client.post(f"/api/payments/{payment_id}/confirm")
+        assert payment["state"] == "confirmed"
+        assert [o["kind"] for o in payment["outcomes"]].count("applied") == 1
+        assert order["status"] == "paid"
+        assert order["paid_amount"] == 2000
+        assert confirm.status_code == 409
+        assert confirm.json()["status"] == "already_confirmed"
+
+
+def test_forged_stale_and_oversized_requests_store_nothing(tmp_path: Path) -> None:
+    with running_stack(tmp_path, worker_processes=1, name="payhook_it_refused") as stack:
+        body = stripe_event("payment_intent.succeeded", "evt_it_refused", "pi_it_refused")
+        with stack.client() as client:
+            forged = client.post("/webhooks/stripe", content=body, headers={
+                "Stripe-Signature": sign_stripe(body, "whsec_not_ours", int(time.time()))})
+            unsigned = client.post("/webhooks/stripe", content=body)
+            huge = b'{"id": "evt_big", "pad": "' + b"x" * (1024 * 1024) + b'"}'
+            oversized = client.post("/webhooks/stripe", content=huge, headers={
+                "Stripe-Signature": sign_stripe(huge, STRIPE_SECRET, int(time.time()))})
+        stale = post_signed(stack, body, timestamp=int(time.time()) - 301)
+        future = post_signed(stack, body, timestamp=int(time.time()) + 301)
+
+        assert (forged.status_code, unsigned.status_code, oversized.status_code) == (
+            401, 401, 413)
+        assert (stale, future) == (401, 401)
+        assert "error" in forged.json()
+        assert STRIPE_SECRET not in forged.text + unsigned.text + oversized.text
+        assert stack.count(deliveries) == 0
+
+
+def test_a_confirmation_that_arrives_before_its_payment_is_applied_once_registered(
+    tmp_path: Path,
+) -> None:
+    with running_stack(tmp_path, worker_processes=1, name="payhook_it_late") as stack:
+        body = stripe_event("payment_intent.succeeded", "evt_it_early", "pi_it_late")
+        assert post_signed(stack, body) == 202
+        time.sleep(1.0)
+        assert stack.count(outcomes) == 0  # deferred, not given up
+        register_payment(stack, "order-late", "pi_it_late")
+        stack.wait_for_outcomes(1, timeout=60)
+        assert stack.outcome_counts() == {"applied": 1}

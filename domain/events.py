@@ -12,6 +12,10 @@ class Action(StrEnum):
     FAIL = "fail"
     CANCEL = "cancel"
     REFUND = "refund"
+    REFUND_FAILED = "refund_failed"  # a refund reported earlier did not go through
+    CANCEL_OR_REFUND = "cancel_or_refund"  # cancel if not captured yet, else refund in full
+    DISPUTE = "dispute"  # a dispute (chargeback) opened
+    DISPUTE_CLOSED = "dispute_closed"
     UNSUPPORTED = "unsupported"
 
 
@@ -39,6 +43,8 @@ class PaymentEvent:
     amount: int | None = None
     currency: str | None = None
     refund_reference: str | None = None
+    dispute_reference: str | None = None
+    dispute_won: bool | None = None  # set when a dispute closes
 
     @property
     def key(self) -> EventKey:
@@ -51,7 +57,7 @@ class PaymentEvent:
         (Stripe's `pending_webhooks`, for one), so two deliveries conflict only when they would
         do different things to a payment.
         """
-        parts = (
+        parts: tuple[object, ...] = (
             self.event_type,
             self.action,
             self.payment_reference,
@@ -59,5 +65,7 @@ class PaymentEvent:
             self.currency,
             self.refund_reference,
         )
+        if self.dispute_reference is not None:  # appended only when set: older digests stay
+            parts += (self.dispute_reference, self.dispute_won)
         text = "\x1f".join("" if part is None else str(part) for part in parts)
         return hashlib.sha256(text.encode()).hexdigest()

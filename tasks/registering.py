@@ -67,6 +67,26 @@ def create_payment(
     return payment_id
 
 
+def store_deliveries(
+    uow: UnitOfWork, items: list[tuple[PaymentEvent, str, bytes]], *, received_at: datetime
+) -> list[int]:
+    """Store several deliveries (event, headers JSON, body) all together or not at all."""
+    with uow:
+        ids = [
+            uow.deliveries.add(
+                provider=event.provider,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                received_at=received_at,
+                headers=headers,
+                body=body,
+            )
+            for event, headers, body in items
+        ]
+        uow.commit()
+    return ids
+
+
 def store_delivery(
     uow: UnitOfWork, event: PaymentEvent, *, headers: str, body: bytes, received_at: datetime
 ) -> int:

@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, insert, select, update
+from sqlalchemy import Connection, Insert, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.events import EventKey
 from domain.outcomes import Outcome, OutcomeKind, Reason
-from domain.payments import Order, Payment, PaymentState
+from domain.payments import Dispute, DisputeStatus, Order, Payment, PaymentState
 from tasks.storage.records import DeliveryRecord
 from tasks.storage.tables import (
     api_idempotency,
     deliveries,
+    disputes,
     idempotency_keys,
     orders,
     outcomes,
@@ -252,6 +253,11 @@ class Payments:
                 refunds.c.payment_id == row.id
             )
         )
+        dispute_rows = self._conn.execute(
+            select(disputes.c.dispute_reference, disputes.c.amount, disputes.c.status).where(
+                disputes.c.payment_id == row.id
+            )
+        )
         order = Order(
             order_row.id,
             order_row.reference,
@@ -271,6 +277,7 @@ class Payments:
             row.confirmed_by,
             row.refunded_amount,
             {r.refund_reference: r.amount for r in refund_rows},
+            {d.dispute_reference: Dispute(d.amount, DisputeStatus(d.status)) for d in dispute_rows},
         )
         return order, payment
 
@@ -298,6 +305,33 @@ class Payments:
         ]
         if new_refunds:
             self._conn.execute(insert(refunds), new_refunds)
+        reversed_refunds = [ref for ref in before.refunds if ref not in payment.refunds]
+        if reversed_refunds:
+            self._conn.execute(
+                delete(refunds)
+                .where(refunds.c.payment_id == payment.id)
+                .where(refunds.c.refund_reference.in_(reversed_refunds))
+            )
+        for ref, dispute in payment.disputes.items():
+            earlier = before.disputes.get(ref)
+            if earlier is None:
+                self._conn.execute(
+                    insert(disputes).values(
+                        payment_id=payment.id,
+                        dispute_reference=ref,
+                        amount=dispute.amount,
+                        status=dispute.status.value,
+                        opened_at=now,
+                        updated_at=now,
+                    )
+                )
+            elif earlier.status is not dispute.status:
+                self._conn.execute(
+                    update(disputes)
+                    .where(disputes.c.payment_id == payment.id)
+                    .where(disputes.c.dispute_reference == ref)
+                    .values(status=dispute.status.value, updated_at=now)
+                )
 
 
 class Outcomes:

@@ -149,3 +149,16 @@ api_idempotency = Table(
     Column("response", Text, nullable=False),
     _timestamp("created_at"),
 )
+
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("payment_id", Id, ForeignKey("payments.id"), nullable=False),
+    Column("dispute_reference", String(255), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # open | won | lost
+    _timestamp("opened_at"),
+    _timestamp("updated_at"),
+    UniqueConstraint("payment_id", "dispute_reference"),
+)

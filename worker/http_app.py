@@ -9,7 +9,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from worker import api, receiver
+from worker import api, receiver, receiver_adyen, receiver_paypal
 from worker.http_errors import HttpError
 from worker.runtime import ProcessRuntime
 
@@ -18,6 +18,8 @@ def create_http_app(rt: ProcessRuntime) -> FastAPI:
     app = FastAPI(title="payhook", version="0.1.0")
     app.state.runtime = rt
     app.include_router(receiver.router)
+    app.include_router(receiver_adyen.router)
+    app.include_router(receiver_paypal.router)
     app.include_router(api.router)
 
     @app.exception_handler(HttpError)

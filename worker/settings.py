@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from domain.providers import BUILT_IN
 from tasks.policy import RetryPolicy
 
-RESERVED_SOURCES = BUILT_IN | {"adyen", "paypal"}
+RESERVED_SOURCES = BUILT_IN
 
 
 class SettingsError(Exception):

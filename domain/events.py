@@ -43,6 +43,10 @@ class PaymentEvent:
     amount: int | None = None
     currency: str | None = None
     refund_reference: str | None = None
+    # Another provider reference of the same payment (Stripe's charge id beside its
+    # PaymentIntent id), learned when the event applies: later refunds and disputes may name
+    # only that one.
+    alias: str | None = None
     dispute_reference: str | None = None
     dispute_won: bool | None = None  # set when a dispute closes
 

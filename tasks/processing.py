@@ -97,10 +97,14 @@ def _decide(uow: UnitOfWork, delivery: DeliveryRecord, now: datetime) -> Outcome
         return Outcome.same_event(first_delivery)
     if event.action is Action.UNSUPPORTED or event.payment_reference is None:
         return Outcome.ignored(Reason.UNSUPPORTED_EVENT)
+    # Only the event's own reference finds the payment; its alias is learned, never searched,
+    # so that a reused or mistaken secondary id can never move another payment.
     locked = uow.payments.lock_by_reference(event.provider, event.payment_reference)
     if locked is None:
         return Outcome.deferred(Reason.NO_PAYMENT)
     order, payment = locked
+    if event.alias is not None and event.alias != payment.provider_reference:
+        uow.payments.add_alias(event.provider, event.alias, payment.id)
     before = copy.deepcopy(payment)
     outcome = payment.apply(event, order, delivery.id)
     if outcome.kind is OutcomeKind.APPLIED:

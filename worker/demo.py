@@ -286,9 +286,16 @@ def _samples(stripe_secret: str, shop_secret: str) -> list[Sample]:
             "rejected/amount_mismatch",
         ),
         stripe(
-            "charge.dispute.created (not handled)",
+            "charge.dispute.created for A",
             "charge.dispute.created",
             "evt_demo_5",
+            "pi_demo_A",
+            "applied",
+        ),
+        stripe(
+            "payment_intent.amount_capturable_updated (not acted on)",
+            "payment_intent.amount_capturable_updated",
+            "evt_demo_7",
             "pi_demo_A",
             "ignored/unsupported_event",
         ),

@@ -1,13 +1,22 @@
-"""Stripe events: which ones move a payment, matched through the PaymentIntent id."""
+"""Stripe events: which ones move a payment, and through which reference.
+
+Payments are registered under their PaymentIntent id (or, for charges made without one, the
+charge id). A confirmation also teaches payhook the charge id, because refunds and disputes of
+older API versions name only the charge.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from domain.events import Action, MalformedEvent, PaymentEvent
 from domain.providers._json import currency, load_object, mapping, minor_units, text
 
 PROVIDER = "stripe"
+_WHERE = "data.object"
+# A dispute closed with these statuses took no money back.
+_DISPUTE_NOT_LOST = frozenset({"won", "warning_closed"})
 
 
 def parse(body: bytes) -> PaymentEvent:
@@ -16,53 +25,152 @@ def parse(body: bytes) -> PaymentEvent:
     event_id = text(event, "id", "event")
     event_type = text(event, "type", "event")
     obj = mapping(mapping(event, "data", "event"), "object", "event.data")
-    where = "data.object"
-
-    def unsupported() -> PaymentEvent:
+    reader = _READERS.get(event_type)
+    fields = reader(obj) if reader is not None else None
+    if fields is None:
         return PaymentEvent(PROVIDER, event_id, event_type, Action.UNSUPPORTED)
-
-    def on_intent(action: Action, amount_field: str | None) -> PaymentEvent:
-        amount = None if amount_field is None else minor_units(obj, amount_field, where)
-        return PaymentEvent(
-            PROVIDER,
-            event_id,
-            event_type,
-            action,
-            text(obj, "id", where),
-            amount,
-            currency(obj, "currency", where),
-        )
-
-    if event_type == "payment_intent.succeeded":
-        return on_intent(Action.CONFIRM, "amount_received")
-    if event_type == "payment_intent.payment_failed":
-        return on_intent(Action.FAIL, None)
-    if event_type == "charge.succeeded":
-        return _through_intent(event_id, event_type, obj, "amount") or unsupported()
-    if event_type == "checkout.session.completed" and obj.get("payment_status") == "paid":
-        # Other payment statuses (a delayed payment method) are confirmed by a later event.
-        return _through_intent(event_id, event_type, obj, "amount_total") or unsupported()
-    return unsupported()
+    return PaymentEvent(PROVIDER, event_id, event_type, **fields)
 
 
-def _through_intent(
-    event_id: str, event_type: str, obj: dict[str, Any], amount_field: str
-) -> PaymentEvent | None:
-    """A confirmation matched through the object's PaymentIntent; None when it has none."""
-    intent = obj.get("payment_intent")
-    if isinstance(intent, dict):  # an expanded PaymentIntent
-        intent = intent.get("id")
-    if intent is None:
-        return None  # a charge outside PaymentIntents: nothing payhook could match
-    if not isinstance(intent, str) or not intent:
-        raise MalformedEvent("data.object.payment_intent must be a PaymentIntent id")
-    where = "data.object"
-    return PaymentEvent(
-        PROVIDER,
-        event_id,
-        event_type,
-        Action.CONFIRM,
-        intent,
-        minor_units(obj, amount_field, where),
-        currency(obj, "currency", where),
-    )
+def _intent_succeeded(obj: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "action": Action.CONFIRM,
+        "payment_reference": text(obj, "id", _WHERE),
+        "amount": minor_units(obj, "amount_received", _WHERE),
+        "currency": currency(obj, "currency", _WHERE),
+        "alias": _latest_charge(obj),
+    }
+
+
+def _intent_closed(action: Action) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def read(obj: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "action": action,
+            "payment_reference": text(obj, "id", _WHERE),
+            "currency": currency(obj, "currency", _WHERE),
+        }
+
+    return read
+
+
+def _charge_succeeded(obj: dict[str, Any]) -> dict[str, Any]:
+    charge = text(obj, "id", _WHERE)
+    return {
+        "action": Action.CONFIRM,
+        "payment_reference": _id(obj, "payment_intent") or charge,
+        "alias": charge,
+        "amount": minor_units(obj, "amount", _WHERE),
+        "currency": currency(obj, "currency", _WHERE),
+    }
+
+
+def _session_completed(obj: dict[str, Any]) -> dict[str, Any] | None:
+    intent = _id(obj, "payment_intent")
+    if obj.get("payment_status") != "paid" or intent is None:
+        # A delayed payment method (or a subscription) is confirmed by a later event.
+        return None
+    return {
+        "action": Action.CONFIRM,
+        "payment_reference": intent,
+        "amount": minor_units(obj, "amount_total", _WHERE),
+        "currency": currency(obj, "currency", _WHERE),
+    }
+
+
+def _charge_refunded(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest refund listed on the charge; each refund counts once, by its id."""
+    listed = obj.get("refunds")
+    refunds = listed.get("data") if isinstance(listed, dict) else None
+    if not refunds or not isinstance(refunds[0], dict):
+        # Newer API versions no longer embed refunds: charge.refund.updated names each one.
+        return None
+    return _refund(refunds[0], charge=text(obj, "id", _WHERE), intent=_id(obj, "payment_intent"))
+
+
+def _refund_object(obj: dict[str, Any]) -> dict[str, Any] | None:
+    return _refund(obj, charge=_id(obj, "charge"), intent=_id(obj, "payment_intent"))
+
+
+def _refund(
+    refund: dict[str, Any], *, charge: str | None, intent: str | None
+) -> dict[str, Any] | None:
+    where = "refund"
+    status = refund.get("status")
+    if status == "succeeded":
+        action = Action.REFUND
+    elif status in ("failed", "canceled"):
+        action = Action.REFUND_FAILED
+    else:
+        return None  # pending or requires_action: a later update settles it
+    reference = intent or charge
+    if reference is None:
+        raise MalformedEvent("refund names neither a charge nor a PaymentIntent")
+    return {
+        "action": action,
+        "payment_reference": reference,
+        "alias": charge,
+        "refund_reference": text(refund, "id", where),
+        "amount": minor_units(refund, "amount", where),
+        "currency": currency(refund, "currency", where),
+    }
+
+
+def _dispute(closed: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def read(obj: dict[str, Any]) -> dict[str, Any]:
+        charge = _id(obj, "charge")
+        reference = _id(obj, "payment_intent") or charge
+        if reference is None:
+            raise MalformedEvent("dispute names neither a charge nor a PaymentIntent")
+        fields = {
+            "action": Action.DISPUTE_CLOSED if closed else Action.DISPUTE,
+            "payment_reference": reference,
+            "alias": charge,
+            "dispute_reference": text(obj, "id", _WHERE),
+            "amount": minor_units(obj, "amount", _WHERE),
+            "currency": currency(obj, "currency", _WHERE),
+        }
+        if closed:
+            fields["dispute_won"] = obj.get("status") in _DISPUTE_NOT_LOST
+        return fields
+
+    return read
+
+
+def _latest_charge(intent: dict[str, Any]) -> str | None:
+    """The PaymentIntent's charge: `latest_charge` now, the `charges` list before 2022-11-15."""
+    latest = _id(intent, "latest_charge")
+    if latest is not None:
+        return latest
+    charges = intent.get("charges")
+    data = charges.get("data") if isinstance(charges, dict) else None
+    if data and isinstance(data[0], dict) and isinstance(data[0].get("id"), str):
+        charge: str = data[0]["id"]
+        return charge
+    return None
+
+
+def _id(obj: dict[str, Any], name: str) -> str | None:
+    """An id field that may be null, a string, or an expanded object."""
+    value = obj.get(name)
+    if isinstance(value, dict):
+        value = value.get("id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise MalformedEvent(f"{_WHERE}.{name} must be an id")
+    return value
+
+
+_READERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
+    "payment_intent.succeeded": _intent_succeeded,
+    "payment_intent.payment_failed": _intent_closed(Action.FAIL),
+    "payment_intent.canceled": _intent_closed(Action.CANCEL),
+    "charge.succeeded": _charge_succeeded,
+    "checkout.session.completed": _session_completed,
+    "charge.refunded": _charge_refunded,
+    "charge.refund.updated": _refund_object,
+    "refund.created": _refund_object,
+    "refund.updated": _refund_object,
+    "charge.dispute.created": _dispute(closed=False),
+    "charge.dispute.closed": _dispute(closed=True),
+}

@@ -19,6 +19,7 @@ from tasks.storage.tables import (
     idempotency_keys,
     orders,
     outcomes,
+    payment_aliases,
     payments,
     refunds,
 )
@@ -222,15 +223,27 @@ class Payments:
         )
 
     def lock_by_reference(self, provider: str, reference: str) -> tuple[Order, Payment] | None:
-        order_id = self._conn.execute(
-            select(payments.c.order_id)
+        """The payment registered under `reference`, or known under it as an alias."""
+        aliased = select(payment_aliases.c.payment_id).where(
+            payment_aliases.c.provider == provider, payment_aliases.c.alias == reference
+        )
+        found = self._conn.execute(
+            select(payments.c.id, payments.c.order_id)
             .where(payments.c.provider == provider)
-            .where(payments.c.provider_reference == reference)
-        ).scalar_one_or_none()
-        if order_id is None:
+            .where((payments.c.provider_reference == reference) | payments.c.id.in_(aliased))
+            .order_by(payments.c.id)
+            .limit(1)
+        ).one_or_none()
+        if found is None:
             return None
-        return self._lock(
-            order_id, payments.c.provider == provider, payments.c.provider_reference == reference
+        return self._lock(found.order_id, payments.c.id == found.id)
+
+    def add_alias(self, provider: str, alias: str, payment_id: int) -> None:
+        """Remember another reference of a payment; the first payment to claim it keeps it."""
+        self._conn.execute(
+            insert_ignoring_conflicts(self._conn, payment_aliases).values(
+                provider=provider, alias=alias, payment_id=payment_id
+            )
         )
 
     def lock(self, payment_id: int) -> tuple[Order, Payment] | None:

@@ -162,3 +162,11 @@ disputes = Table(
     _timestamp("updated_at"),
     UniqueConstraint("payment_id", "dispute_reference"),
 )
+
+payment_aliases = Table(
+    "payment_aliases",
+    metadata,
+    Column("provider", String(64), primary_key=True),
+    Column("alias", String(255), primary_key=True),
+    Column("payment_id", Id, ForeignKey("payments.id"), nullable=False, index=True),
+)

@@ -6,7 +6,7 @@ import copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from domain.events import Action, MalformedEvent
+from domain.events import Action, MalformedEvent, PaymentEvent
 from domain.outcomes import Outcome, OutcomeKind, Reason
 from tasks.policy import RetryPolicy
 from tasks.storage.records import DeliveryRecord
@@ -47,7 +47,7 @@ def process_delivery(
         if delivery.outcome is not None:  # redelivered by the broker, or re-published
             return Processed(delivery.id, delivery.event_id, delivery.outcome)
         outcome = _decide(uow, delivery, now)
-        if not outcome.is_deferred or policy.grace_over(delivery.received_at, now):
+        if not outcome.is_deferred or policy.grace_over(delivery.waiting_since, now):
             if outcome.is_deferred:
                 outcome = outcome.expire()
             uow.outcomes.record(delivery.id, outcome, now)
@@ -92,9 +92,17 @@ def _decide(uow: UnitOfWork, delivery: DeliveryRecord, now: datetime) -> Outcome
     fingerprint = event.fingerprint()
     if not uow.idempotency_keys.claim(event.key, delivery.id, fingerprint, now):
         first_delivery, first_fingerprint = uow.idempotency_keys.first(event.key)
+        if first_delivery == delivery.id:
+            return _apply(uow, delivery, event, now)  # our own claim, kept by an earlier run
         if first_fingerprint != fingerprint:
             return Outcome.rejected(Reason.PAYLOAD_CONFLICT, duplicate_of=first_delivery)
         return Outcome.same_event(first_delivery)
+    return _apply(uow, delivery, event, now)
+
+
+def _apply(
+    uow: UnitOfWork, delivery: DeliveryRecord, event: PaymentEvent, now: datetime
+) -> Outcome:
     if event.action is Action.UNSUPPORTED or event.payment_reference is None:
         return Outcome.ignored(Reason.UNSUPPORTED_EVENT)
     # Only the event's own reference finds the payment; its alias is learned, never searched,

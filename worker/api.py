@@ -23,6 +23,7 @@ from tasks.registering import (
     create_order,
     create_payment,
 )
+from tasks.replaying import replay_delivery
 from tasks.storage import queries
 from worker.deps import ApiRuntime
 from worker.http_errors import HttpError, database_unavailable
@@ -143,6 +144,19 @@ async def post_confirm(
         answer["error"] = "payment cannot be confirmed from its current state"
     headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
     return JSONResponse(answer, status_code=_CONFIRM_ANSWERS[result.status], headers=headers)
+
+
+@router.post("/deliveries/{delivery_id}/replay", status_code=202)
+def post_replay(delivery_id: int, rt: ApiRuntime) -> JSONResponse:
+    with _database():
+        replay = replay_delivery(delivery_id, rt.unit_of_work(), rt.now(), rt.try_publish)
+    if replay is None:
+        raise HttpError(404, "no such delivery")
+    if not replay.replayed:
+        raise HttpError(409, f"delivery {delivery_id} not replayed: {replay.why}")
+    return JSONResponse(
+        {"delivery_id": delivery_id, "replayed": True, "why": replay.why}, status_code=202
+    )
 
 
 @router.get("/deliveries/{delivery_id}")

@@ -12,12 +12,14 @@ from typing import Any
 
 import uvicorn
 from rich.console import Console
+from rich.progress import Progress
 from sqlalchemy.engine import make_url
 
 from domain.events import MalformedEvent
 from domain.providers import parse_delivery
 from tasks import migrate as migrations
 from tasks import shims
+from tasks.replaying import replay_delivery
 from tasks.storage import queries
 from tasks.storage.engine import make_engine
 from worker.celery_app import create_app
@@ -92,6 +94,18 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_deliveries)
 
+    replay = sub.add_parser(
+        "replay", help="run unmatched or dead deliveries again (one, or every one matching)"
+    )
+    replay.add_argument("delivery", type=int, nargs="?", help="one delivery id")
+    replay.add_argument(
+        "--outcome", choices=["unmatched", "dead"], help="every delivery with this outcome"
+    )
+    replay.add_argument("--provider")
+    replay.add_argument("--since", type=datetime.fromisoformat)
+    replay.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    replay.set_defaults(run=_replay)
+
     show = sub.add_parser("show", help="one delivery: headers, body, event, outcome")
     show.add_argument("delivery", type=int)
     show.add_argument("--json", action="store_true")
@@ -163,6 +177,48 @@ def _deliveries(settings: Settings, args: argparse.Namespace, _extra: list[str])
     if not rows:
         console.print("no deliveries match")
     return 0
+
+
+def _replay(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:
+    if (args.delivery is None) == (args.outcome is None):
+        print("payhook: give one delivery id, or --outcome unmatched|dead", file=sys.stderr)
+        return 2
+    runtime = _runtime(settings)
+    if args.delivery is not None:
+        ids = [args.delivery]
+    else:
+        with runtime.engine.connect() as conn:
+            rows = queries.list_deliveries(
+                conn,
+                outcome=args.outcome,
+                provider=args.provider,
+                since=args.since,
+                limit=args.limit,
+            )
+        ids = [row["id"] for row in reversed(rows)]  # oldest first, as they arrived
+    replayed, refused, unknown = 0, [], []
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("replaying", total=len(ids))
+        for delivery_id in ids:
+            result = replay_delivery(
+                delivery_id, runtime.unit_of_work(), runtime.now(), runtime.try_publish
+            )
+            if result is None:
+                unknown.append(delivery_id)
+            elif result.replayed:
+                replayed += 1
+            else:
+                refused.append(f"{delivery_id}: {result.why}")
+            progress.advance(bar)
+    console.print(
+        f"replayed {replayed} of {len(ids)} deliveries; their outcomes follow as the "
+        "workers process them (payhook deliveries --status received)"
+    )
+    for line in refused:
+        console.print(f"  not replayed {line}")
+    if unknown:
+        console.print(f"  unknown deliveries: {', '.join(map(str, unknown))}")
+    return 0 if not unknown and not refused else 1
 
 
 def _show(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:

@@ -18,11 +18,17 @@ class DeliveryRecord:
     event_id: str
     event_type: str
     received_at: datetime
+    replayed_at: datetime | None
     status: str
     attempts: int
     headers: str
     body: bytes
     outcome: Outcome | None
+
+    @property
+    def waiting_since(self) -> datetime:
+        """Where the grace period for a missing payment starts: receipt, or the last replay."""
+        return self.replayed_at or self.received_at
 
     def event(self) -> PaymentEvent:
         return parse_delivery(self.provider, self.event_id, self.body)

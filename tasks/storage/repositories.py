@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, delete, insert, select, update
+from sqlalchemy import Connection, Insert, delete, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.events import EventKey
@@ -13,6 +13,7 @@ from domain.outcomes import Outcome, OutcomeKind, Reason
 from domain.payments import Dispute, DisputeStatus, Order, Payment, PaymentState
 from tasks.storage.records import DeliveryRecord
 from tasks.storage.tables import (
+    UtcDateTime,
     api_idempotency,
     deliveries,
     disputes,
@@ -22,6 +23,7 @@ from tasks.storage.tables import (
     payment_aliases,
     payments,
     refunds,
+    replaced_outcomes,
 )
 
 
@@ -92,6 +94,7 @@ class Deliveries:
             event_id=row.event_id,
             event_type=row.event_type,
             received_at=row.received_at,
+            replayed_at=row.replayed_at,
             status=row.status,
             attempts=row.attempts,
             headers=row.headers,
@@ -123,6 +126,39 @@ class Deliveries:
             update(deliveries)
             .where(deliveries.c.id == delivery_id)
             .values(sweeps=deliveries.c.sweeps + 1, next_attempt_at=next_attempt_at)
+        )
+
+    def reopen(self, delivery_id: int, now: datetime) -> None:
+        """Move the delivery's outcome to the audit trail and let it be processed again."""
+        self._conn.execute(
+            insert(replaced_outcomes).from_select(
+                [
+                    "delivery_id",
+                    "kind",
+                    "reason",
+                    "transition",
+                    "payment_id",
+                    "duplicate_of",
+                    "recorded_at",
+                    "replaced_at",
+                ],
+                select(
+                    outcomes.c.delivery_id,
+                    outcomes.c.kind,
+                    outcomes.c.reason,
+                    outcomes.c.transition,
+                    outcomes.c.payment_id,
+                    outcomes.c.duplicate_of,
+                    outcomes.c.recorded_at,
+                    literal(now, UtcDateTime()),
+                ).where(outcomes.c.delivery_id == delivery_id),
+            )
+        )
+        self._conn.execute(delete(outcomes).where(outcomes.c.delivery_id == delivery_id))
+        self._conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .values(status="received", sweeps=0, replayed_at=now, next_attempt_at=now)
         )
 
     def waiting_since(self, before: datetime, limit: int) -> list[tuple[int, int]]:

@@ -69,6 +69,8 @@ deliveries = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("sweeps", Integer, nullable=False, default=0),  # re-publications by the sweeper
     _timestamp("next_attempt_at", nullable=True),
+    # A replay restarts the wait for a payment from here instead of from received_at.
+    _timestamp("replayed_at", nullable=True),
     Column("headers", Text, nullable=False),  # JSON: only the headers that matter
     Column("body", LargeBinary, nullable=False),
     Index(None, "status", "next_attempt_at"),
@@ -169,4 +171,19 @@ payment_aliases = Table(
     Column("provider", String(64), primary_key=True),
     Column("alias", String(255), primary_key=True),
     Column("payment_id", Id, ForeignKey("payments.id"), nullable=False, index=True),
+)
+
+# Outcomes that a replay replaced: the audit trail keeps every decision ever recorded.
+replaced_outcomes = Table(
+    "replaced_outcomes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id"), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("transition", String(64), nullable=True),
+    Column("payment_id", Id, nullable=True),
+    Column("duplicate_of", Id, nullable=True),
+    _timestamp("recorded_at"),
+    _timestamp("replaced_at"),
 )

@@ -1,4 +1,4 @@
-"""disputes and payment aliases
+"""disputes, payment aliases and replays
 
 Revision ID: 0002
 Revises: 0001
@@ -17,6 +17,40 @@ depends_on = None
 
 
 def upgrade() -> None:
+
+    op.create_table(
+        "replaced_outcomes",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "delivery_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("reason", sa.String(length=64), nullable=True),
+        sa.Column("transition", sa.String(length=64), nullable=True),
+        sa.Column(
+            "payment_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column(
+            "duplicate_of", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("replaced_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["deliveries.id"],
+            name=op.f("fk_replaced_outcomes_delivery_id_deliveries"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_replaced_outcomes")),
+    )
+    with op.batch_alter_table("replaced_outcomes", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_replaced_outcomes_delivery_id"), ["delivery_id"], unique=False
+        )
 
     op.create_table(
         "disputes",
@@ -59,11 +93,21 @@ def upgrade() -> None:
             batch_op.f("ix_payment_aliases_payment_id"), ["payment_id"], unique=False
         )
 
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("replayed_at", sa.DateTime(timezone=True), nullable=True))
+
 
 def downgrade() -> None:
+
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_column("replayed_at")
 
     with op.batch_alter_table("payment_aliases", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_payment_aliases_payment_id"))
 
     op.drop_table("payment_aliases")
     op.drop_table("disputes")
+    with op.batch_alter_table("replaced_outcomes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_replaced_outcomes_delivery_id"))
+
+    op.drop_table("replaced_outcomes")

@@ -6,9 +6,7 @@ import os
 
 import pytest
 
-REQUIRE_SERVICES = os.environ.get("PAYHOOK_REQUIRE_SERVICES") == "1" or bool(
-    os.environ.get("CI")
-)
+REQUIRE_SERVICES = os.environ.get("PAYHOOK_REQUIRE_SERVICES") == "1" or bool(os.environ.get("CI"))
 
 
 def service_missing(what: str) -> None:

@@ -21,7 +21,8 @@ def authorized(
 ) -> ProcessRuntime:
     rt = runtime_of(request)
     token = rt.settings.api_token
-    if token is None:
+    if token is None or not token.get_secret_value():
+        # An empty token would match "Authorization: Bearer" with nothing after it.
         raise HttpError(401, "the API is closed: PAYHOOK_API_TOKEN is not set")
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(

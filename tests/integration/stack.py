@@ -73,15 +73,17 @@ class Stack:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=30,
-                            headers={"Authorization": f"Bearer {API_TOKEN}"})
+        return httpx.Client(
+            base_url=self.base_url, timeout=30, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
 
     def count(self, table: Any, *where: Any) -> int:
         engine = create_engine(self.database_url)
         try:
             with engine.connect() as conn:
-                return int(conn.execute(select(func.count()).select_from(table).where(*where))
-                           .scalar_one())
+                return int(
+                    conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+                )
         finally:
             engine.dispose()
 
@@ -89,9 +91,12 @@ class Stack:
         engine = create_engine(self.database_url)
         try:
             with engine.connect() as conn:
-                rows = conn.execute(text(
-                    "SELECT kind || coalesce('/' || reason, ''), count(*) FROM outcomes GROUP BY 1"
-                ))
+                rows = conn.execute(
+                    text(
+                        "SELECT kind || coalesce('/' || reason, ''), count(*)"
+                        " FROM outcomes GROUP BY 1"
+                    )
+                )
                 return {kind: int(n) for kind, n in rows}
         finally:
             engine.dispose()
@@ -111,8 +116,9 @@ class Stack:
     def check_alive(self) -> None:
         for process in self.processes:
             if process.poll() is not None:
-                raise AssertionError(f"{process.args} exited {process.returncode}; "
-                                     f"logs in {self.logs}")
+                raise AssertionError(
+                    f"{process.args} exited {process.returncode}; logs in {self.logs}"
+                )
 
 
 def payhook(*args: str) -> list[str]:
@@ -135,13 +141,26 @@ def running_stack(tmp_path: Path, *, worker_processes: int, name: str) -> Iterat
     }
     stack = Stack(database, env, f"http://127.0.0.1:{port}", tmp_path)
     try:
-        stack.processes.append(_start(payhook("serve", "--port", str(port)), env,
-                                      tmp_path / "receiver.log"))
-        stack.processes.append(_start(
-            payhook("worker", "--concurrency", str(worker_processes), "--pool", "prefork",
-                    "--without-gossip", "--without-mingle", "-n", f"{name}@%h"),
-            env, tmp_path / "worker.log",
-        ))
+        stack.processes.append(
+            _start(payhook("serve", "--port", str(port)), env, tmp_path / "receiver.log")
+        )
+        stack.processes.append(
+            _start(
+                payhook(
+                    "worker",
+                    "--concurrency",
+                    str(worker_processes),
+                    "--pool",
+                    "prefork",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-n",
+                    f"{name}@%h",
+                ),
+                env,
+                tmp_path / "worker.log",
+            )
+        )
         _wait_ready(stack)
         yield stack
     finally:

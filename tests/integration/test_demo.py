@@ -13,7 +13,12 @@ def test_demo_once_gives_every_sample_its_expected_outcome(tmp_path: Path) -> No
     env["COLUMNS"] = "160"
     result = subprocess.run(
         [sys.executable, "-m", "worker.cli", "demo", "--once"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

@@ -31,18 +31,27 @@ def stripe_event(fixture: str, event_id: str, intent: str) -> bytes:
 def post_signed(stack: Stack, body: bytes, *, timestamp: int | None = None) -> int:
     signature = sign_stripe(body, STRIPE_SECRET, timestamp or int(time.time()))
     with stack.client() as client:
-        answer = client.post("/webhooks/stripe", content=body,
-                             headers={"Stripe-Signature": signature})
+        answer = client.post(
+            "/webhooks/stripe", content=body, headers={"Stripe-Signature": signature}
+        )
     return answer.status_code
 
 
 def register_payment(stack: Stack, order: str, intent: str, amount: int = 2000) -> int:
     with stack.client() as client:
-        client.post("/api/orders", json={"reference": order, "total": amount,
-                                         "currency": "usd"}).raise_for_status()
-        answer = client.post("/api/payments", json={
-            "order_reference": order, "provider": "stripe", "provider_reference": intent,
-            "amount": amount, "currency": "usd"})
+        client.post(
+            "/api/orders", json={"reference": order, "total": amount, "currency": "usd"}
+        ).raise_for_status()
+        answer = client.post(
+            "/api/payments",
+            json={
+                "order_reference": order,
+                "provider": "stripe",
+                "provider_reference": intent,
+                "amount": amount,
+                "currency": "usd",
+            },
+        )
         answer.raise_for_status()
         payment_id: int = answer.json()["id"]
         return payment_id
@@ -52,14 +61,15 @@ def register_payment(stack: Stack, order: str, intent: str, amount: int = 2000) 
 def test_fifty_copies_and_five_other_events_confirm_the_payment_once(
     tmp_path: Path, worker_processes: int
 ) -> None:
-    with running_stack(tmp_path, worker_processes=worker_processes,
-                       name=f"payhook_it_once_{worker_processes}") as stack:
+    with running_stack(
+        tmp_path, worker_processes=worker_processes, name=f"payhook_it_once_{worker_processes}"
+    ) as stack:
         payment_id = register_payment(stack, "order-1", "pi_it_1")
         copy = stripe_event("payment_intent.succeeded", "evt_it_same", "pi_it_1")
-        others = [stripe_event("payment_intent.succeeded", f"evt_it_pi_{i}", "pi_it_1")
-                  for i in range(2)]
-        others += [stripe_event("charge.succeeded", f"evt_it_ch_{i}", "pi_it_1")
-                   for i in range(3)]
+        others = [
+            stripe_event("payment_intent.succeeded", f"evt_it_pi_{i}", "pi_it_1") for i in range(2)
+        ]
+        others += [stripe_event("charge.succeeded", f"evt_it_ch_{i}", "pi_it_1") for i in range(3)]
         bodies = [copy] * 50 + others
 
         started = time.monotonic()
@@ -70,8 +80,9 @@ def test_fifty_copies_and_five_other_events_confirm_the_payment_once(
         elapsed = time.monotonic() - started
 
         counts = stack.outcome_counts()
-        print(f"\n{worker_processes} worker process(es): 55 deliveries -> {counts} "
-              f"in {elapsed:.2f}s")
+        print(
+            f"\n{worker_processes} worker process(es): 55 deliveries -> {counts} in {elapsed:.2f}s"
+        )
         assert counts.get("applied", 0) == 1
         same_event = counts.get("acknowledged_duplicate/same_event", 0)
         already = counts.get("acknowledged_duplicate/already_in_state", 0)
@@ -95,17 +106,22 @@ def test_forged_stale_and_oversized_requests_store_nothing(tmp_path: Path) -> No
     with running_stack(tmp_path, worker_processes=1, name="payhook_it_refused") as stack:
         body = stripe_event("payment_intent.succeeded", "evt_it_refused", "pi_it_refused")
         with stack.client() as client:
-            forged = client.post("/webhooks/stripe", content=body, headers={
-                "Stripe-Signature": sign_stripe(body, "whsec_not_ours", int(time.time()))})
+            forged = client.post(
+                "/webhooks/stripe",
+                content=body,
+                headers={"Stripe-Signature": sign_stripe(body, "whsec_not_ours", int(time.time()))},
+            )
             unsigned = client.post("/webhooks/stripe", content=body)
             huge = b'{"id": "evt_big", "pad": "' + b"x" * (1024 * 1024) + b'"}'
-            oversized = client.post("/webhooks/stripe", content=huge, headers={
-                "Stripe-Signature": sign_stripe(huge, STRIPE_SECRET, int(time.time()))})
+            oversized = client.post(
+                "/webhooks/stripe",
+                content=huge,
+                headers={"Stripe-Signature": sign_stripe(huge, STRIPE_SECRET, int(time.time()))},
+            )
         stale = post_signed(stack, body, timestamp=int(time.time()) - 301)
         future = post_signed(stack, body, timestamp=int(time.time()) + 301)
 
-        assert (forged.status_code, unsigned.status_code, oversized.status_code) == (
-            401, 401, 413)
+        assert (forged.status_code, unsigned.status_code, oversized.status_code) == (401, 401, 413)
         assert (stale, future) == (401, 401)
         assert "error" in forged.json()
         assert STRIPE_SECRET not in forged.text + unsigned.text + oversized.text

@@ -41,7 +41,7 @@ class InvalidCurrency(ValueError):
 def normalize_currency(code: str) -> str:
     """Return the ISO 4217 code in upper case (providers such as Stripe send `usd`)."""
     upper = code.strip().upper()
-    # ASCII first: str.upper() turns some other letters into ASCII ones ("ſ" -> "S").
+    # ASCII first: str.upper() turns some other letters into ASCII ones (long s -> "S").
     if not code.isascii() or not _CODE.match(upper):
         raise InvalidCurrency(f"not an ISO 4217 currency code: {code!r}")
     return upper

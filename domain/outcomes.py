@@ -31,6 +31,7 @@ class Reason(StrEnum):
     MALFORMED_EVENT = "malformed_event"
     PROCESSING_ERROR = "processing_error"
     RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
+    WORKER_LOST = "worker_lost"  # its worker died every time it was tried
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,9 @@ class RetryPolicy:
     sweep_batch: int = 500
     # Re-publications by the sweeper before a delivery is recorded dead.
     max_sweeps: int = 5
+    # Broker redeliveries of a task message (its worker crashed or was killed) before the
+    # delivery is recorded dead: a body that kills its worker every time is not retried forever.
+    max_redeliveries: int = 5
     soft_time_limit_s: int = 50
     time_limit_s: int = 60
 

@@ -63,6 +63,29 @@ def process_delivery(
     return Processed(delivery.id, delivery.event_id, outcome, retry_in)
 
 
+def note_redelivery(
+    delivery_id: int, uow: UnitOfWork, now: datetime, policy: RetryPolicy
+) -> Processed | None:
+    """Count a broker redelivery; past the budget the delivery is recorded `dead`.
+
+    Committed on its own, before processing starts, so that a process killed mid-task still
+    leaves its count behind. Returns the outcome when there is nothing left to process.
+    """
+    with uow:
+        delivery = _lock(uow, delivery_id)
+        if delivery.outcome is not None:
+            return Processed(delivery.id, delivery.event_id, delivery.outcome)
+        if delivery.redeliveries >= policy.max_redeliveries:
+            outcome = Outcome.dead(Reason.WORKER_LOST)
+            uow.outcomes.record(delivery.id, outcome, now)
+            uow.deliveries.mark_processed(delivery.id)
+            uow.commit()
+            return Processed(delivery.id, delivery.event_id, outcome)
+        uow.deliveries.count_redelivery(delivery.id)
+        uow.commit()
+    return None
+
+
 def record_failure(delivery_id: int, uow: UnitOfWork, now: datetime, reason: Reason) -> Processed:
     """Record a delivery as `dead` (replayable), unless it already has an outcome."""
     with uow:

@@ -15,7 +15,12 @@ from celery import Task, shared_task
 
 from domain.outcomes import Reason
 from tasks.policy import RetryPolicy, is_transient
-from tasks.processing import UnknownDelivery, process_delivery, record_failure
+from tasks.processing import (
+    UnknownDelivery,
+    note_redelivery,
+    process_delivery,
+    record_failure,
+)
 from tasks.storage.uow import UnitOfWork
 from tasks.sweeping import sweep
 
@@ -66,8 +71,13 @@ def runtime() -> Runtime:
 def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, object]:
     """Apply one stored delivery; returns its outcome (kind, reason, ids) for Flower."""
     rt = runtime()
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
-        result = process_delivery(delivery_id, rt.unit_of_work(), rt.now(), rt.policy)
+        # A message that came back may have killed its worker: count it before trying again.
+        finished = redelivered and note_redelivery(
+            delivery_id, rt.unit_of_work(), rt.now(), rt.policy
+        )
+        result = finished or process_delivery(delivery_id, rt.unit_of_work(), rt.now(), rt.policy)
     except UnknownDelivery:
         log.error("no such delivery; nothing to do", extra={"delivery_id": delivery_id})
         return {"kind": None, "reason": "unknown_delivery", "delivery_id": delivery_id}

@@ -21,6 +21,7 @@ class DeliveryRecord:
     replayed_at: datetime | None
     status: str
     attempts: int
+    redeliveries: int
     headers: str
     body: bytes
     outcome: Outcome | None

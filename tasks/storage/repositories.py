@@ -70,6 +70,7 @@ class Deliveries:
                 status="received",
                 attempts=0,
                 sweeps=0,
+                redeliveries=0,
                 next_attempt_at=received_at,
                 headers=headers,
                 body=body,
@@ -95,6 +96,7 @@ class Deliveries:
             event_type=row.event_type,
             received_at=row.received_at,
             replayed_at=row.replayed_at,
+            redeliveries=row.redeliveries,
             status=row.status,
             attempts=row.attempts,
             headers=row.headers,
@@ -128,6 +130,13 @@ class Deliveries:
             .values(sweeps=deliveries.c.sweeps + 1, next_attempt_at=next_attempt_at)
         )
 
+    def count_redelivery(self, delivery_id: int) -> None:
+        self._conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .values(redeliveries=deliveries.c.redeliveries + 1)
+        )
+
     def reopen(self, delivery_id: int, now: datetime) -> None:
         """Move the delivery's outcome to the audit trail and let it be processed again."""
         self._conn.execute(
@@ -158,7 +167,9 @@ class Deliveries:
         self._conn.execute(
             update(deliveries)
             .where(deliveries.c.id == delivery_id)
-            .values(status="received", sweeps=0, replayed_at=now, next_attempt_at=now)
+            .values(
+                status="received", sweeps=0, redeliveries=0, replayed_at=now, next_attempt_at=now
+            )
         )
 
     def waiting_since(self, before: datetime, limit: int) -> list[tuple[int, int]]:

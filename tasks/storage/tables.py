@@ -68,6 +68,8 @@ deliveries = Table(
     Column("status", String(16), nullable=False),  # received | deferred | processed
     Column("attempts", Integer, nullable=False, default=0),
     Column("sweeps", Integer, nullable=False, default=0),  # re-publications by the sweeper
+    # Task messages the broker handed out again (a worker crashed or was killed holding it).
+    Column("redeliveries", Integer, nullable=False, default=0, server_default="0"),
     _timestamp("next_attempt_at", nullable=True),
     # A replay restarts the wait for a payment from here instead of from received_at.
     _timestamp("replayed_at", nullable=True),

@@ -13,7 +13,7 @@ from domain.outcomes import OutcomeKind, Reason
 from domain.providers import stripe
 from tasks.migrate import upgrade
 from tasks.policy import RetryPolicy
-from tasks.processing import process_delivery, record_failure
+from tasks.processing import note_redelivery, process_delivery, record_failure
 from tasks.registering import create_order, create_payment, store_delivery
 from tasks.replaying import replay_delivery
 from tasks.storage.engine import make_engine
@@ -125,3 +125,25 @@ def test_replaying_an_applied_delivery_changes_nothing_and_says_so(engine: Engin
 
 def test_replaying_an_unknown_delivery_answers_none(engine: Engine) -> None:
     assert replay_delivery(404, UnitOfWork(engine), NOW, lambda _: None) is None
+
+
+def test_a_delivery_redelivered_past_the_budget_is_recorded_dead(engine: Engine) -> None:
+    register(engine, "pi_poison")
+    delivery = stored_confirmation(engine, "pi_poison")
+    policy = RetryPolicy(max_redeliveries=2)
+
+    counted = [note_redelivery(delivery, UnitOfWork(engine), NOW, policy) for _ in range(2)]
+    verdict = note_redelivery(delivery, UnitOfWork(engine), NOW, policy)
+
+    assert counted == [None, None]  # still worth trying
+    assert verdict is not None
+    assert (verdict.outcome.kind, verdict.outcome.reason) == (
+        OutcomeKind.DEAD,
+        Reason.WORKER_LOST,
+    )
+    assert count(engine, outcomes) == 1
+    again = replay_delivery(delivery, UnitOfWork(engine), NOW, lambda _: None)
+    assert again is not None and again.replayed  # dead is replayable, with a fresh budget
+    assert process_delivery(delivery, UnitOfWork(engine), NOW, policy).outcome.kind is (
+        OutcomeKind.APPLIED
+    )

@@ -1,4 +1,4 @@
-"""disputes, payment aliases and replays
+"""disputes, payment aliases, replays and redeliveries
 
 Revision ID: 0002
 Revises: 0001
@@ -94,6 +94,9 @@ def upgrade() -> None:
         )
 
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("redeliveries", sa.Integer(), server_default="0", nullable=False)
+        )
         batch_op.add_column(sa.Column("replayed_at", sa.DateTime(timezone=True), nullable=True))
 
 
@@ -101,6 +104,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_column("replayed_at")
+        batch_op.drop_column("redeliveries")
 
     with op.batch_alter_table("payment_aliases", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_payment_aliases_payment_id"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from celery import Task, shared_task
@@ -21,17 +21,20 @@ from tasks.processing import (
     process_delivery,
     record_failure,
 )
+from tasks.retention import prune_bodies
 from tasks.storage.uow import UnitOfWork
 from tasks.sweeping import sweep
 
 PROCESS_DELIVERY = "payhook.process_delivery"
 SWEEP = "payhook.sweep"
+PRUNE_BODIES = "payhook.prune_bodies"
 
 log = logging.getLogger("payhook.tasks")
 
 
 class Runtime(Protocol):
     policy: RetryPolicy
+    body_retention: timedelta
 
     def unit_of_work(self) -> UnitOfWork: ...
 
@@ -116,3 +119,13 @@ def sweep_task() -> dict[str, int]:
             len(report.dead),
         )
     return {"republished": len(report.republished), "dead": len(report.dead)}
+
+
+@shared_task(name=PRUNE_BODIES, acks_late=True)
+def prune_bodies_task() -> dict[str, int]:
+    """Empty raw bodies older than the retention period; outcomes stay."""
+    rt = runtime()
+    pruned = prune_bodies(rt.unit_of_work(), rt.now(), rt.body_retention)
+    if pruned:
+        log.info("pruned the raw bodies of %d deliveries", pruned)
+    return {"pruned": pruned}

@@ -8,7 +8,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 import tasks.shims  # noqa: F401  (registers the payhook.* tasks)
-from tasks.shims import SWEEP, forget_runtime
+from tasks.shims import PRUNE_BODIES, SWEEP, forget_runtime
 from worker.settings import Settings
 
 QUEUE = "payhook"
@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> Celery:
         },
         beat_schedule={
             "sweep": {"task": SWEEP, "schedule": float(settings.sweep_interval_s)},
+            "prune-bodies": {"task": PRUNE_BODIES, "schedule": 3600.0},
         },
         worker_hijack_root_logger=False,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 from celery import Celery
@@ -23,6 +23,7 @@ class ProcessRuntime:
         self.settings = settings
         self.app = app
         self.policy: RetryPolicy = settings.retry_policy()
+        self.body_retention = timedelta(days=settings.body_retention_days)
 
     @cached_property
     def engine(self) -> Engine:

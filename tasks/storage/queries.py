@@ -346,3 +346,20 @@ def lag_summary(values: Sequence[float]) -> dict[str, float | int]:
         summary[f"p{p}"] = round(ordered[rank - 1], 3)
     summary["max"] = round(ordered[-1], 3)
     return summary
+
+
+def outcome_timing(conn: Connection, delivery_id: int) -> tuple[str, datetime, datetime] | None:
+    """(provider, received or last replayed, outcome recorded) of a processed delivery."""
+    row = conn.execute(
+        select(
+            deliveries.c.provider,
+            deliveries.c.received_at,
+            deliveries.c.replayed_at,
+            outcomes.c.recorded_at,
+        )
+        .select_from(deliveries.join(outcomes, outcomes.c.delivery_id == deliveries.c.id))
+        .where(deliveries.c.id == delivery_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    return row.provider, row.replayed_at or row.received_at, row.recorded_at

@@ -75,6 +75,8 @@ deliveries = Table(
     _timestamp("replayed_at", nullable=True),
     Column("headers", Text, nullable=False),  # JSON: only the headers that matter
     Column("body", LargeBinary, nullable=False),
+    # Set when retention emptied body and headers; the outcome is kept for good.
+    _timestamp("body_pruned_at", nullable=True),
     Index(None, "status", "next_attempt_at"),
     Index(None, "provider", "event_id"),
 )

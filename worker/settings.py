@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     adyen_hmac_keys: SecretStr = SecretStr("")
     standard_webhook_secrets: SecretStr = SecretStr("")  # source=whsec_…,source=whsec_…
     paypal_webhook_id: str = ""
+    # Hosts a paypal-cert-url may name (HTTPS only), and the CA bundle its chain must reach
+    # (default: the Mozilla roots that httpx uses too, from certifi).
+    paypal_cert_hosts: str = "api.paypal.com,api.sandbox.paypal.com"
+    paypal_ca_bundle: Path | None = None
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     signature_tolerance_s: int = Field(300, gt=0)
     unmatched_grace_s: int = Field(600, ge=0)
@@ -39,15 +43,36 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(60, gt=0)
     visibility_timeout_s: int = Field(3600, gt=0)
     db_pool_size: int = Field(5, gt=0)
+    # Raw bodies (and headers) of processed deliveries are emptied after this many days;
+    # outcomes are kept for good, and unmatched or dead deliveries keep their bodies.
+    body_retention_days: int = Field(30, gt=0)
+    flower_basic_auth: SecretStr | None = None  # user:password for `payhook flower`
 
     @field_validator("database_url", "broker_url")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
 
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _user_and_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            user, sep, password = value.get_secret_value().partition(":")
+            if not (user and sep and password):
+                raise ValueError("must read user:password")
+        return value
+
+    @field_validator("paypal_ca_bundle")
+    @classmethod
+    def _bundle_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        self.standard_secrets()  # raises on a malformed list
+        self.standard_secrets()  # each raises on a malformed list
+        self.adyen_keys()
         policy = self.retry_policy()
         if self.uses_redis and self.visibility_timeout_s <= (
             policy.longest_countdown_s + policy.time_limit_s
@@ -78,6 +103,16 @@ class Settings(BaseSettings):
 
     def stripe_secrets(self) -> tuple[str, ...]:
         return _split(self.stripe_webhook_secrets.get_secret_value())
+
+    def adyen_keys(self) -> tuple[str, ...]:
+        """Adyen HMAC keys, hex as the Customer Area shows them; several during rotation."""
+        keys = _split(self.adyen_hmac_keys.get_secret_value())
+        if any(len(key) % 2 or not set(key) <= set("0123456789abcdefABCDEF") for key in keys):
+            raise ValueError("PAYHOOK_ADYEN_HMAC_KEYS must list hex keys, comma-separated")
+        return keys
+
+    def paypal_hosts(self) -> frozenset[str]:
+        return frozenset(host.lower() for host in _split(self.paypal_cert_hosts))
 
     def standard_secrets(self) -> dict[str, tuple[str, ...]]:
         """Secrets per Standard Webhooks source; a source may list several, for rotation."""

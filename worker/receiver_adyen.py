@@ -1,7 +1,82 @@
-"""POST /webhooks/adyen (not built yet)."""
+"""POST /webhooks/adyen: a batch of notification items, each its own delivery.
+
+Adyen retries the whole request until it is answered `[accepted]`, so the batch is taken or
+refused as one: every item must verify and parse, then all are stored in one transaction.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import PlainTextResponse
+
+from domain.events import MalformedEvent, PaymentEvent
+from domain.providers import adyen
+from tasks.registering import store_deliveries
+from worker.deps import Runtime
+from worker.http_errors import HttpError, database_unavailable
+from worker.metrics import DELIVERIES_RECEIVED
+from worker.receiver import read_body
+from worker.signing.adyen import verify_adyen_item
+from worker.signing.errors import SignatureError
+
+ACCEPTED = "[accepted]"
+# Kept with each delivery; never Authorization (Adyen may send basic-auth credentials).
+KEPT_HEADERS = ("content-type", "user-agent")
 
 router = APIRouter(tags=["webhooks"])
+
+
+@router.post("/webhooks/adyen", response_class=PlainTextResponse)
+async def adyen_webhook(request: Request, rt: Runtime) -> PlainTextResponse:
+    keys = rt.settings.adyen_keys()
+    if not keys:
+        raise HttpError(404, "provider adyen is not configured")
+    body = await read_body(request, rt.settings.max_body_bytes)
+    try:
+        items = adyen.notification_items(body)
+    except MalformedEvent as error:
+        raise _refused(400, f"malformed notification: {error}") from None
+    for index, item in enumerate(items):
+        try:
+            verify_adyen_item(item, keys)
+        except SignatureError as error:
+            raise _refused(401, f"notificationItems[{index}]: {error.reason}") from None
+    deliveries = [_delivery(index, item) for index, item in enumerate(items)]
+    headers = json.dumps(
+        {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+    )
+    try:
+        delivery_ids = await run_in_threadpool(
+            store_deliveries,
+            rt.unit_of_work(),
+            [(event, headers, item_body) for event, item_body in deliveries],
+            received_at=rt.now(),
+        )
+    except SQLAlchemyError:
+        DELIVERIES_RECEIVED.labels(provider=adyen.PROVIDER, answer="503").inc()
+        raise database_unavailable() from None
+    # Durable now: a failed publish is left to the sweeper, Adyen still gets its answer.
+    for delivery_id in delivery_ids:
+        await run_in_threadpool(rt.try_publish, delivery_id)
+    # Counted per delivery (item) here; a refused request counts once, as it stores none.
+    DELIVERIES_RECEIVED.labels(provider=adyen.PROVIDER, answer="200").inc(len(delivery_ids))
+    return PlainTextResponse(ACCEPTED)
+
+
+def _delivery(index: int, item: dict[str, Any]) -> tuple[PaymentEvent, bytes]:
+    """The event and the stored body of one item: the item alone, so the worker parses one."""
+    item_body = json.dumps(item).encode()
+    try:
+        return adyen.parse_item(item_body), item_body
+    except MalformedEvent as error:
+        raise _refused(400, f"malformed event: notificationItems[{index}]: {error}") from None
+
+
+def _refused(status: int, reason: str) -> HttpError:
+    DELIVERIES_RECEIVED.labels(provider=adyen.PROVIDER, answer=str(status)).inc()
+    return HttpError(status, reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -46,6 +47,7 @@ class Settings(BaseSettings):
     # Raw bodies (and headers) of processed deliveries are emptied after this many days;
     # outcomes are kept for good, and unmatched or dead deliveries keep their bodies.
     body_retention_days: int = Field(30, gt=0)
+    log_format: Literal["json", "console"] = "json"
     flower_basic_auth: SecretStr | None = None  # user:password for `payhook flower`
 
     @field_validator("database_url", "broker_url")

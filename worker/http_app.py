@@ -11,12 +11,14 @@ from starlette.responses import JSONResponse, Response
 
 from worker import api, receiver, receiver_adyen, receiver_paypal
 from worker.http_errors import HttpError
+from worker.http_metrics import WebhookMetrics
 from worker.runtime import ProcessRuntime
 
 
 def create_http_app(rt: ProcessRuntime) -> FastAPI:
     app = FastAPI(title="payhook", version="0.1.0")
     app.state.runtime = rt
+    app.add_middleware(WebhookMetrics)
     app.include_router(receiver.router)
     app.include_router(receiver_adyen.router)
     app.include_router(receiver_paypal.router)

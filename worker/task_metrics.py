@@ -1,0 +1,109 @@
+"""Worker metrics, observed through Celery signals: tasks/ returns outcome dicts and knows
+nothing of Prometheus.
+
+An outcome is counted once, by the run that recorded it: a redelivered task that finds its
+outcome already recorded (recorded before this run started) returns it again and is not counted
+again. The lag is read from the database, since the outcome dict carries no times.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from celery.signals import task_failure, task_postrun, task_prerun, task_retry, task_success
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from domain.outcomes import OutcomeKind, Reason
+from tasks.shims import PROCESS_DELIVERY, SWEEP
+from tasks.storage import queries
+from worker.metrics import (
+    DEAD_DELIVERIES,
+    OUTCOME_LAG,
+    OUTCOMES,
+    TASK_DURATION,
+    TASK_FAILURES,
+    TASK_RETRIES,
+)
+
+log = logging.getLogger("payhook.metrics")
+
+OBSERVED = frozenset({PROCESS_DELIVERY, SWEEP})
+
+
+class TaskObserver:
+    """Receives the task signals of one worker process (and of its prefork children)."""
+
+    def __init__(self, engine: Callable[[], Engine], clock: Callable[[], datetime]) -> None:
+        self._engine = engine  # called lazily, in the child that runs the task
+        self._clock = clock
+        self._started: dict[str, tuple[float, datetime]] = {}
+
+    def connect(self) -> None:
+        task_prerun.connect(self.started, weak=False)
+        task_postrun.connect(self.finished, weak=False)
+        task_success.connect(self.succeeded, weak=False)
+        task_retry.connect(self.retried, weak=False)
+        task_failure.connect(self.failed, weak=False)
+
+    def disconnect(self) -> None:
+        task_prerun.disconnect(self.started)
+        task_postrun.disconnect(self.finished)
+        task_success.disconnect(self.succeeded)
+        task_retry.disconnect(self.retried)
+        task_failure.disconnect(self.failed)
+
+    def started(self, task_id: str, task: Any, **_: Any) -> None:
+        if task.name in OBSERVED:
+            self._started[task_id] = (time.perf_counter(), self._clock())
+
+    def finished(self, task_id: str, task: Any, **_: Any) -> None:
+        began = self._started.pop(task_id, None)
+        if began is not None:
+            TASK_DURATION.labels(task=task.name).observe(time.perf_counter() - began[0])
+
+    def succeeded(self, sender: Any, result: Any, **_: Any) -> None:
+        if not isinstance(result, dict):
+            return
+        if sender.name == PROCESS_DELIVERY and result.get("kind"):
+            began = self._started.get(sender.request.id)
+            self._outcome(result, None if began is None else began[1])
+        elif sender.name == SWEEP and result.get("dead"):
+            dead, reason = int(result["dead"]), Reason.RETRY_BUDGET_EXHAUSTED.value
+            OUTCOMES.labels(kind=OutcomeKind.DEAD.value, reason=reason).inc(dead)
+            DEAD_DELIVERIES.labels(reason=reason).inc(dead)
+
+    def retried(self, sender: Any, reason: Any, **_: Any) -> None:
+        if sender.name in OBSERVED:
+            cause = getattr(reason, "exc", None)
+            label = "deferred" if cause is None else type(cause).__name__
+            TASK_RETRIES.labels(task=sender.name, cause=label).inc()
+
+    def failed(self, sender: Any, **_: Any) -> None:
+        if sender.name in OBSERVED:
+            TASK_FAILURES.labels(task=sender.name).inc()
+
+    def _outcome(self, result: dict[str, Any], began: datetime | None) -> None:
+        timing = self._timing(int(result["delivery_id"]))
+        if timing is not None and began is not None and timing[2] < began:
+            return  # recorded by an earlier run: this one only returned it again
+        kind, reason = str(result["kind"]), str(result.get("reason") or "")
+        OUTCOMES.labels(kind=kind, reason=reason).inc()
+        if kind == OutcomeKind.DEAD.value:
+            DEAD_DELIVERIES.labels(reason=reason).inc()
+        if timing is not None:
+            provider, since, recorded_at = timing
+            lag = max(0.0, (recorded_at - since).total_seconds())
+            OUTCOME_LAG.labels(provider=provider).observe(lag)
+
+    def _timing(self, delivery_id: int) -> tuple[str, datetime, datetime] | None:
+        try:
+            with self._engine().connect() as conn:
+                return queries.outcome_timing(conn, delivery_id)
+        except SQLAlchemyError as error:  # a metric is never worth failing over
+            log.debug("no outcome timing for delivery %s: %s", delivery_id, error)
+            return None

@@ -27,7 +27,11 @@ class ProcessRuntime:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.database, pool_size=self.settings.db_pool_size)
+        return make_engine(
+            self.settings.database,
+            pool_size=self.settings.db_pool_size,
+            lock_timeout_ms=self.settings.db_lock_timeout_ms,
+        )
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.engine)

@@ -11,7 +11,7 @@ from sqlalchemy.pool import NullPool
 LOCK_TIMEOUT_MS = 5_000
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, lock_timeout_ms: int = LOCK_TIMEOUT_MS) -> Engine:
     """An engine for `url`; nothing connects until first use."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -22,7 +22,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         max_overflow=pool_size,
         pool_pre_ping=True,
         # A lock held longer than this is a transient error, retried by the task.
-        connect_args={"options": f"-c lock_timeout={LOCK_TIMEOUT_MS}"},
+        connect_args={"options": f"-c lock_timeout={lock_timeout_ms}"},
     )
 
 

@@ -1,0 +1,369 @@
+"""A payhook stack for fault tests: its own Redis, a database of its own on a private PostgreSQL,
+and `payhook serve`, `worker` and `beat` processes that a test starts, stops and kills by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import redis
+
+from tasks.storage.tables import outcomes
+from tests.faults.servers import PostgresServer, RedisServer, free_port, wait_until
+from tests.fixture_files import fixture_json
+from tests.integration.stack import (
+    API_TOKEN,
+    SHOP_SECRET,
+    STRIPE_SECRET,
+    Stack,
+    payhook,
+)
+from worker.celery_app import QUEUE
+from worker.signing.stripe import sign_stripe
+
+REPO = Path(__file__).resolve().parents[2]
+HOOKS = "tests.faults.worker_hooks"
+
+# Short waits everywhere, so that a fault plays out in seconds. The visibility timeout must
+# exceed the longest countdown (2 s) plus the time limit (15 s): payhook checks that at start.
+FAST_SETTINGS = {
+    "PAYHOOK_TASK_TIME_LIMIT_S": "15",
+    "PAYHOOK_DEFERRAL_CAP_S": "2",
+    "PAYHOOK_TRANSIENT_CAP_S": "2",
+    "PAYHOOK_VISIBILITY_TIMEOUT_S": "18",
+    "PAYHOOK_SWEEP_AFTER_S": "2",
+    "PAYHOOK_SWEEP_INTERVAL_S": "1",
+    "PAYHOOK_DB_LOCK_TIMEOUT_MS": "1000",
+    "PAYHOOK_DB_POOL_SIZE": "2",
+}
+
+
+@dataclass
+class FaultStack(Stack):
+    redis: RedisServer = field(kw_only=True)
+    postgres: PostgresServer = field(kw_only=True)
+    faults: Path = field(kw_only=True)
+    named: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, kw_only=True)
+    _http: httpx.Client | None = field(default=None, kw_only=True)
+
+    # ----------------------------------------------------------------- processes
+
+    def start_receiver(self) -> None:
+        port = int(self.base_url.rsplit(":", 1)[1])
+        self._start("receiver", payhook("serve", "--port", str(port)))
+
+    def start_worker(self, name: str, *, concurrency: int = 1) -> subprocess.Popen[bytes]:
+        return self._start(
+            name,
+            payhook(
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                "prefork",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"{name}@%h",
+                "--include",
+                HOOKS,
+            ),
+        )
+
+    def start_beat(self) -> None:
+        self._start("beat", payhook("beat"))
+
+    def _start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        assert name not in self.named, f"{name} is already running"
+        with self.log_of(name).open("ab") as out:
+            # A session of its own, so that killing "the worker" kills its children too.
+            process = subprocess.Popen(
+                command,
+                env=self.env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.named[name] = process
+        self.processes.append(process)
+        return process
+
+    def log_of(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def log_text(self, name: str) -> str:
+        return self.log_of(name).read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Every started process is up: the receiver answers /readyz, workers say "ready."."""
+
+        def ready() -> bool:
+            self.check_alive()
+            for name in self.named:
+                if name == "receiver":
+                    try:
+                        answer = httpx.get(f"{self.base_url}/readyz", timeout=2)
+                    except httpx.TransportError:
+                        return False
+                    if answer.status_code != 200:
+                        return False
+                elif name == "beat":
+                    if "Scheduler: Sending" not in self.log_text(name):
+                        return False
+                elif "ready." not in self.log_text(name):
+                    return False
+            return True
+
+        wait_until(ready, f"the stack ({', '.join(self.named)}; logs in {self.logs})", timeout)
+
+    def terminate(self, name: str, timeout: float = 30) -> int:
+        """SIGTERM, as an orchestrator stops a process; return its exit status."""
+        process = self._forget(name)
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{name} did not stop within {timeout:.0f} s of SIGTERM") from None
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process and every process it started (an OOM kill, a lost host)."""
+        process = self._forget(name)
+        _kill_group(process)
+
+    def _forget(self, name: str) -> subprocess.Popen[bytes]:
+        process = self.named.pop(name)
+        self.processes.remove(process)
+        return process
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        for process in self.named.values():
+            _kill_group(process)
+        self.named.clear()
+        self.processes.clear()
+
+    # ----------------------------------------------------------------- faults
+
+    def arm(self, point: str, *deliveries: int | str, pause_s: float | None = None) -> None:
+        """Arm a fault point of tests/faults/worker_hooks.py for these deliveries (or "*")."""
+        seconds = "" if pause_s is None else f" {pause_s}"
+        lines = "".join(f"{d}{seconds}\n" for d in deliveries)
+        (self.faults / f"{point}.tmp").write_text(lines)
+        (self.faults / f"{point}.tmp").replace(self.faults / point)
+
+    def disarm(self, point: str) -> None:
+        (self.faults / point).unlink(missing_ok=True)
+
+    def paused_pids(self, point: str, count: int = 1, timeout: float = 30) -> dict[int, int]:
+        """{delivery id: pid} of the processes paused at `point`, once `count` of them are."""
+        found: dict[int, int] = {}
+
+        def enough() -> bool:
+            self.check_alive()
+            for pid_file in self.faults.glob(f"{point}-*.pid"):
+                content = pid_file.read_text()
+                if content:
+                    found[int(pid_file.stem.rsplit("-", 1)[1])] = int(content)
+            return len(found) >= count
+
+        wait_until(enough, f"{count} worker process(es) paused at {point}", timeout)
+        return found
+
+    def runs(self) -> list[tuple[int, int]]:
+        """(pid, delivery id) of every task run so far, in order."""
+        try:
+            lines = (self.faults / "runs.log").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [(int(pid), int(delivery)) for pid, delivery in (line.split() for line in lines)]
+
+    def crashes(self, delivery_id: int) -> int:
+        try:
+            return len((self.faults / f"crash-{delivery_id}.log").read_text().split())
+        except FileNotFoundError:
+            return 0
+
+    # ----------------------------------------------------------------- HTTP
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            self._http = self.client()
+        return self._http
+
+    def post_stripe(self, body: bytes) -> httpx.Response:
+        signature = sign_stripe(body, STRIPE_SECRET, int(time.time()))
+        return self.http.post(
+            "/webhooks/stripe", content=body, headers={"Stripe-Signature": signature}
+        )
+
+    def deliver(self, bodies: Iterable[bytes], *, parallel: int = 1) -> list[int]:
+        """POST every body, expecting 202; the delivery ids, in order."""
+
+        def one(body: bytes) -> int:
+            answer = self.post_stripe(body)
+            assert answer.status_code == 202, answer.text
+            delivery_id: int = answer.json()["delivery_id"]
+            return delivery_id
+
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            return list(pool.map(one, bodies))
+
+    def register_payment(self, n: int, amount: int = 2000) -> int:
+        """Order `order-<n>` with one Stripe payment `pi_fault_<n>`; the payment id."""
+        self.http.post(
+            "/api/orders", json={"reference": f"order-{n}", "total": amount, "currency": "usd"}
+        ).raise_for_status()
+        answer = self.http.post(
+            "/api/payments",
+            json={
+                "order_reference": f"order-{n}",
+                "provider": "stripe",
+                "provider_reference": intent(n),
+                "amount": amount,
+                "currency": "usd",
+            },
+        )
+        answer.raise_for_status()
+        payment_id: int = answer.json()["id"]
+        return payment_id
+
+    def register_payments(self, count: int, *, parallel: int = 1) -> list[int]:
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            return list(pool.map(self.register_payment, range(count)))
+
+    # ----------------------------------------------------------------- what users check
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        conninfo = self.postgres.conninfo(self.database_url.rsplit("/", 1)[1])
+        with psycopg.connect(conninfo, connect_timeout=5) as conn:
+            cursor = conn.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description else []
+
+    def wait_for(self, what: str, check: Any, timeout: float = 60) -> None:
+        def done() -> bool:
+            self.check_alive()
+            return bool(check())
+
+        wait_until(done, f"{what} (logs in {self.logs})", timeout)
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """The broker holds no task message any more: queued, scheduled or unacknowledged."""
+        broker = redis.Redis(port=self.redis.port)
+
+        def idle() -> bool:
+            return broker.llen(QUEUE) == 0 and broker.hlen("unacked") == 0
+
+        self.wait_for("the broker to be idle", idle, timeout)
+
+    def count_outcomes(self) -> int:
+        return self.count(outcomes)
+
+    def assert_every_delivery_has_one_outcome(self) -> None:
+        missing = self.query(
+            "SELECT d.id, count(o.id) FROM deliveries d LEFT JOIN outcomes o"
+            " ON o.delivery_id = d.id GROUP BY d.id HAVING count(o.id) <> 1"
+        )
+        assert missing == [], f"deliveries without exactly one outcome: {missing}"
+
+    def assert_confirmed_once(self, payment_ids: Iterable[int], amount: int = 2000) -> None:
+        for payment_id in payment_ids:
+            payment = self.http.get(f"/api/payments/{payment_id}").json()
+            assert payment["state"] == "confirmed", payment
+            applied = [o for o in payment["outcomes"] if o["kind"] == "applied"]
+            assert len(applied) == 1, payment
+            order = self.query(
+                "SELECT paid_amount FROM orders o JOIN payments p ON p.order_id = o.id"
+                " WHERE p.id = %s",
+                payment_id,
+            )
+            assert order == [(amount,)], f"payment {payment_id}: order paid {order}"
+
+    def outcome_of(self, delivery_id: int) -> dict[str, Any] | None:
+        outcome: dict[str, Any] | None = self.http.get(f"/api/deliveries/{delivery_id}").json()[
+            "outcome"
+        ]
+        return outcome
+
+
+def intent(n: int) -> str:
+    return f"pi_fault_{n}"
+
+
+def stripe_event(fixture: str, event_id: str, payment: int) -> bytes:
+    """A real Stripe event from tests/fixtures, for the PaymentIntent of payment `n`."""
+    event = fixture_json(f"stripe/events/{fixture}.json")
+    event["id"] = event_id
+    obj = event["data"]["object"]
+    if obj["object"] == "payment_intent":
+        obj["id"] = intent(payment)
+    else:
+        obj["payment_intent"] = intent(payment)
+    return json.dumps(event).encode()
+
+
+def succeeded(n: int, event: str = "") -> bytes:
+    return stripe_event("payment_intent.succeeded", f"evt_fault_pi_{n}{event}", n)
+
+
+def charge_succeeded(n: int) -> bytes:
+    return stripe_event("charge.succeeded", f"evt_fault_ch_{n}", n)
+
+
+def new_stack(tmp_path: Path, postgres: PostgresServer, database: str, template: str) -> FaultStack:
+    """Databases and Redis ready; no payhook process started yet."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    database_url = postgres.fresh_database(database, template=template)
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PAYHOOK_", "FAULTS_"))},
+        "PYTHONPATH": str(REPO),
+        "PAYHOOK_DATA_DIR": str(tmp_path / "data"),
+        "PAYHOOK_DATABASE_URL": database_url,
+        "PAYHOOK_BROKER_URL": server.url,
+        "PAYHOOK_API_TOKEN": API_TOKEN,
+        "PAYHOOK_STRIPE_WEBHOOK_SECRETS": STRIPE_SECRET,
+        "PAYHOOK_STANDARD_WEBHOOK_SECRETS": f"shop={SHOP_SECRET}",
+        "PAYHOOK_LOG_FORMAT": "console",
+        "FAULTS_DIR": str(faults),
+        **FAST_SETTINGS,
+    }
+    return FaultStack(
+        database_url,
+        env,
+        f"http://127.0.0.1:{port}",
+        tmp_path,
+        redis=server,
+        postgres=postgres,
+        faults=faults,
+    )
+
+
+def hold_row_lock(conninfo: str, sql: str, *params: Any) -> psycopg.Connection[Any]:
+    """A connection holding `sql` (a SELECT … FOR UPDATE) in an open transaction."""
+    conn = psycopg.connect(conninfo, connect_timeout=5)
+    conn.execute(sql, params)
+    return conn
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)

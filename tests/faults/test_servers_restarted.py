@@ -1,0 +1,128 @@
+"""Redis and PostgreSQL stopped and restarted under a running payhook."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from tests.faults.stack import FaultStack, charge_succeeded, succeeded
+from worker.celery_app import QUEUE
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
+
+
+def test_deliveries_queued_when_redis_restarts_empty_are_published_again_by_the_sweeper(
+    stack: FaultStack,
+) -> None:
+    stack.start_receiver()
+    stack.start_beat()
+    stack.wait_ready()  # no worker yet: the deliveries wait in Redis
+    payment_ids = stack.register_payments(5)
+    stack.deliver([succeeded(n) for n in range(5)] + [charge_succeeded(n) for n in range(5)])
+    assert redis.Redis(port=stack.redis.port).llen(QUEUE) >= 10
+
+    stack.redis.restart()  # no persistence: the queue is gone
+    assert redis.Redis(port=stack.redis.port).llen(QUEUE) == 0
+
+    stack.start_worker("worker", concurrency=2)
+    stack.wait_for_outcomes(10, timeout=60)
+    stack.wait_idle()
+    stack.assert_every_delivery_has_one_outcome()
+    assert stack.outcome_counts() == {"applied": 5, "acknowledged_duplicate/already_in_state": 5}
+    stack.assert_confirmed_once(payment_ids)
+    assert stack.query("SELECT min(sweeps) FROM deliveries")[0][0] >= 1
+    assert "sweeper re-published" in stack.log_text("worker")
+
+
+def test_webhooks_arriving_while_the_broker_is_down_are_stored_answered_and_processed_later(
+    stack: FaultStack,
+) -> None:
+    stack.start_receiver()
+    stack.start_worker("worker")
+    stack.start_beat()
+    stack.wait_ready()
+    payment_ids = stack.register_payments(3)
+
+    stack.redis.stop()
+    answers = []
+    for body in [succeeded(n) for n in range(3)] + [succeeded(n) for n in range(3)]:
+        started = time.monotonic()
+        answer = stack.post_stripe(body)
+        answers.append((answer.status_code, time.monotonic() - started))
+    assert [status for status, _ in answers] == [202] * 6
+    assert max(seconds for _, seconds in answers) < 3, answers  # quickly, not after timeouts
+    assert stack.count_outcomes() == 0
+    assert stack.query("SELECT count(*) FROM deliveries") == [(6,)]
+    assert "publish failed, the sweeper will re-publish" in stack.log_text("receiver")
+
+    stack.redis.start()  # empty, on the same port
+    stack.wait_for_outcomes(6, timeout=90)
+    stack.wait_idle()
+    stack.assert_every_delivery_has_one_outcome()
+    assert stack.outcome_counts() == {"applied": 3, "acknowledged_duplicate/same_event": 3}
+    stack.assert_confirmed_once(payment_ids)
+    assert stack.query("SELECT min(sweeps) FROM deliveries")[0][0] >= 1  # the sweeper's doing
+
+
+def test_webhooks_arriving_while_postgresql_is_down_get_503_and_nothing_is_stored(
+    stack: FaultStack,
+) -> None:
+    stack.start_receiver()
+    stack.start_worker("worker")
+    stack.wait_ready()
+    payment_id = stack.register_payment(1)
+
+    stack.postgres.stop()
+    try:
+        refused = []
+        for _ in range(3):
+            started = time.monotonic()
+            answer = stack.post_stripe(succeeded(1))
+            refused.append(answer)
+            assert time.monotonic() - started < 5
+    finally:
+        stack.postgres.start()
+    for answer in refused:
+        assert answer.status_code == 503
+        assert int(answer.headers["Retry-After"]) > 0
+        assert list(answer.json()) == ["error"]
+    assert stack.query("SELECT count(*) FROM deliveries") == [(0,)]
+
+    # The provider retries later, and this time the delivery is stored and applied.
+    (delivery_id,) = stack.deliver([succeeded(1)])
+    stack.wait_for_outcomes(1)
+    stack.wait_idle()
+    stack.assert_every_delivery_has_one_outcome()
+    assert stack.outcome_counts() == {"applied": 1}
+    stack.assert_confirmed_once([payment_id])
+    assert stack.query("SELECT id FROM deliveries") == [(delivery_id,)]
+    assert "unknown_delivery" not in stack.log_text("worker")  # no task without its row
+
+
+def test_postgresql_restarted_mid_processing_leaves_tasks_to_retry_and_finish(
+    stack: FaultStack,
+) -> None:
+    stack.start_receiver()
+    stack.start_worker("worker", concurrency=2)
+    stack.wait_ready()
+    payment_ids = stack.register_payments(10)
+    # Slow the work down so that the restart finds transactions open and tasks waiting.
+    stack.arm("started", "*", pause_s=0.3)
+    stack.arm("before_commit", "*", pause_s=0.3)
+
+    stack.deliver([succeeded(n) for n in range(10)] + [charge_succeeded(n) for n in range(10)])
+    stack.paused_pids("before_commit", count=1)
+    stack.postgres.stop("fast")  # every session is terminated, open transactions roll back
+    time.sleep(2)
+    stack.postgres.start()
+
+    stack.wait_for_outcomes(20, timeout=90)
+    stack.wait_idle()
+    stack.assert_every_delivery_has_one_outcome()
+    assert stack.outcome_counts() == {"applied": 10, "acknowledged_duplicate/already_in_state": 10}
+    stack.assert_confirmed_once(payment_ids)
+    log = stack.log_text("worker")
+    assert "transient error, retrying" in log
+    assert "failed permanently" not in log

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import worker_process_init
+from kombu import Exchange, Queue
 
 import tasks.shims  # noqa: F401  (registers the payhook.* tasks)
 from tasks.shims import PRUNE_BODIES, SWEEP, forget_runtime
 from worker.settings import Settings
 
 QUEUE = "payhook"
+# RabbitMQ: where a task message goes once it was delivered more than PAYHOOK_DELIVERY_LIMIT
+# times. Nothing consumes it: payhook has recorded such a delivery dead long before (its own
+# redelivery budget is smaller), so this queue is an operator's evidence, kept bounded.
+DEAD_LETTER = "payhook.dead"
+DEAD_LETTER_MAX_LENGTH = 100_000
 
 
 def create_app(settings: Settings) -> Celery:
@@ -46,7 +52,71 @@ def create_app(settings: Settings) -> Celery:
         },
         worker_hijack_root_logger=False,
     )
+    if settings.uses_amqp:
+        app.conf.update(_rabbitmq_options(settings))
+        app.steps["consumer"].add(DeclareDeadLetterQueue)
     return app
+
+
+def task_queue(settings: Settings) -> Queue:
+    """The RabbitMQ task queue: quorum (replicated, durable), with a delivery limit.
+
+    A topic exchange, because Celery sends countdown retries to quorum queues through
+    RabbitMQ's native delayed delivery, which cannot route to a direct exchange (the worker
+    would instead hold the message in memory until its ETA).
+    """
+    return Queue(
+        QUEUE,
+        Exchange(QUEUE, type="topic", durable=True),
+        routing_key=QUEUE,
+        durable=True,
+        queue_arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": settings.delivery_limit,
+            "x-dead-letter-exchange": DEAD_LETTER,
+            # Keep a message until payhook.dead has it; needs reject-publish overflow.
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        },
+    )
+
+
+def dead_letter_queue() -> Queue:
+    return Queue(
+        DEAD_LETTER,
+        Exchange(DEAD_LETTER, type="fanout", durable=True),
+        durable=True,
+        queue_arguments={
+            "x-queue-type": "quorum",
+            "x-max-length": DEAD_LETTER_MAX_LENGTH,
+            "x-overflow": "drop-head",
+        },
+    )
+
+
+def _rabbitmq_options(settings: Settings) -> dict[str, Any]:
+    # With a quorum queue declared, Celery turns global QoS off (quorum queues refuse it), so
+    # the prefetch of one is per consumer, and sends countdown retries through the
+    # celery_delayed_* queues (quorum too) instead of holding them in the worker.
+    return {
+        "task_queues": [task_queue(settings)],
+        "task_default_exchange": QUEUE,
+        "task_default_exchange_type": "topic",
+        "task_default_routing_key": QUEUE,
+        "worker_detect_quorum_queues": True,
+        "broker_native_delayed_delivery_queue_type": "quorum",
+    }
+
+
+class DeclareDeadLetterQueue(bootsteps.StartStopStep):
+    """Declare payhook.dead when the worker connects: at-least-once dead-lettering holds a
+    message in the task queue for as long as its dead-letter exchange routes nowhere."""
+
+    requires = ("celery.worker.consumer.connection:Connection",)
+
+    def start(self, parent: Any) -> None:
+        with parent.app.connection_for_write() as connection:
+            dead_letter_queue()(connection.default_channel).declare()
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -62,8 +132,14 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         return {
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
+            # Kombu's default control folder is relative to the working directory.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
+    if settings.uses_amqp:
+        # Publisher confirms: a publish returns once RabbitMQ has the message (for a quorum
+        # queue: on a majority of its replicas), and raises if RabbitMQ refused it.
+        return {"confirm_publish": True}
     return {}
 
 

@@ -1,9 +1,12 @@
-"""A real payhook stack for tests: PostgreSQL, Redis, `payhook serve` and `payhook worker`."""
+"""A real payhook stack for tests: PostgreSQL, Redis or RabbitMQ, `payhook serve` and `payhook
+worker`."""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,9 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
+import kombu
 import psycopg
 import redis
 from sqlalchemy import create_engine, func, select, text
@@ -29,6 +34,8 @@ DATABASE_URL = os.environ.get(
     "PAYHOOK_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/payhook_test"
 )
 REDIS_URL = os.environ.get("PAYHOOK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Each stack gets a vhost of its own on this server (made with rabbitmqctl, so a local one).
+AMQP_URL = os.environ.get("PAYHOOK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 STRIPE_SECRET = "whsec_integration_stripe"
 SHOP_SECRET = "whsec_" + base64.b64encode(b"integration-shop-secret-bytes").decode()
 API_TOKEN = "integration-token"
@@ -55,6 +62,56 @@ def fresh_redis() -> str:
     except redis.ConnectionError:
         service_missing(f"Redis at {REDIS_URL}")
     return REDIS_URL
+
+
+def fresh_amqp(vhost: str) -> str:
+    """A new, empty RabbitMQ vhost `vhost` (dropped first if it exists); return its URL."""
+    try:
+        with kombu.Connection(AMQP_URL, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception:
+        service_missing(f"RabbitMQ at {_without_password(AMQP_URL)}")
+    if shutil.which("rabbitmqctl") is None:
+        service_missing("rabbitmqctl (each RabbitMQ test makes a vhost of its own)")
+    user = urlsplit(AMQP_URL).username or "guest"
+    drop_amqp(vhost)
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    parts = urlsplit(AMQP_URL)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
+
+
+def drop_amqp(vhost: str) -> None:
+    subprocess.run(
+        ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60, check=False
+    )
+
+
+def rabbitmq_queues(vhost: str) -> dict[str, dict[str, Any]]:
+    """The queues of `vhost` as RabbitMQ reports them: name -> type, arguments, messages."""
+    listed = _rabbitmqctl(
+        "list_queues", "-p", vhost, "name", "type", "arguments", "messages", "--formatter", "json"
+    )
+    queues = {queue["name"]: queue for queue in json.loads(listed)}
+    for queue in queues.values():  # listed as [name, type, value] triples
+        queue["arguments"] = {name: value for name, _, value in queue["arguments"]}
+    return queues
+
+
+def _rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    return urlunsplit((parts.scheme, f"{netloc}:{parts.port or 5672}", parts.path, "", ""))
 
 
 def free_port() -> int:
@@ -125,16 +182,21 @@ def payhook(*args: str) -> list[str]:
     return [sys.executable, "-m", "worker.cli", *args]
 
 
+Broker = Literal["redis", "amqp"]
+
+
 @contextmanager
-def running_stack(tmp_path: Path, *, worker_processes: int, name: str) -> Iterator[Stack]:
+def running_stack(
+    tmp_path: Path, *, worker_processes: int, name: str, broker: Broker = "redis"
+) -> Iterator[Stack]:
     database = fresh_database(name)
-    broker = fresh_redis()
+    broker_url = fresh_amqp(name) if broker == "amqp" else fresh_redis()
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")},
         "PAYHOOK_DATA_DIR": str(tmp_path / "data"),
         "PAYHOOK_DATABASE_URL": database,
-        "PAYHOOK_BROKER_URL": broker,
+        "PAYHOOK_BROKER_URL": broker_url,
         "PAYHOOK_API_TOKEN": API_TOKEN,
         "PAYHOOK_STRIPE_WEBHOOK_SECRETS": STRIPE_SECRET,
         "PAYHOOK_STANDARD_WEBHOOK_SECRETS": f"shop={SHOP_SECRET}",
@@ -173,6 +235,8 @@ def running_stack(tmp_path: Path, *, worker_processes: int, name: str) -> Iterat
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if broker == "amqp":
+            drop_amqp(name)
 
 
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -194,3 +258,31 @@ def _wait_ready(stack: Stack) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"the stack did not become ready in 60 s; logs in {stack.logs}")
+
+
+FLOWER_USER, FLOWER_PASSWORD = "operator", "integration-flower-password"
+
+
+def start_flower(stack: Stack, *, worker: str, timeout: float = 60) -> str:
+    """Start `payhook flower` (basic auth, loopback) on `stack`; return its base URL once it
+    receives the events of worker `worker` (its node name before the "@")."""
+    port = free_port()
+    env = {**stack.env, "PAYHOOK_FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"}
+    command = payhook("flower", "--port", str(port), "--address", "127.0.0.1")
+    stack.processes.append(_start(command, env, stack.logs / "flower.log"))
+    base_url = f"http://127.0.0.1:{port}"
+    online = f'flower_worker_online{{worker="{worker}@'
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.check_alive()
+        try:
+            metrics = httpx.get(f"{base_url}/metrics", timeout=2).text
+        except httpx.TransportError:
+            metrics = ""
+        # A heartbeat arrived: Flower is consuming the workers' events.
+        if any(line.startswith(online) and line.endswith(" 1.0") for line in metrics.splitlines()):
+            return base_url
+        time.sleep(0.3)
+    raise AssertionError(
+        f"flower saw no heartbeat of {worker} in {timeout} s; logs in {stack.logs}"
+    )

@@ -1,0 +1,53 @@
+"""The Celery configuration per broker (no broker needed: nothing connects)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.shims import whole_seconds
+from worker.celery_app import DEAD_LETTER, QUEUE, create_app
+from worker.settings import Settings
+
+AMQP = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def test_rabbitmq_gets_a_quorum_queue_with_a_delivery_limit_and_publisher_confirms(
+    tmp_path: Path,
+) -> None:
+    app = create_app(Settings(broker_url=AMQP, data_dir=tmp_path, delivery_limit=7))
+    [queue] = app.conf.task_queues
+    assert queue.name == QUEUE
+    assert queue.exchange.type == "topic"  # native delayed delivery cannot route to direct
+    assert queue.queue_arguments["x-queue-type"] == "quorum"
+    assert queue.queue_arguments["x-delivery-limit"] == 7
+    assert queue.queue_arguments["x-dead-letter-exchange"] == DEAD_LETTER
+    assert app.conf.broker_transport_options == {"confirm_publish": True}
+    assert app.conf.worker_detect_quorum_queues is True
+    assert app.conf.task_acks_late is True
+    assert app.conf.task_reject_on_worker_lost is True
+    assert app.conf.worker_prefetch_multiplier == 1
+
+
+def test_redis_keeps_its_plain_queue_and_visibility_timeout(tmp_path: Path) -> None:
+    app = create_app(Settings(broker_url="redis://127.0.0.1:6379/15", data_dir=tmp_path))
+    assert app.conf.task_queues is None
+    assert app.conf.broker_transport_options["visibility_timeout"] == 3600
+    assert "confirm_publish" not in app.conf.broker_transport_options
+
+
+def test_a_delivery_limit_at_or_below_payhooks_own_redelivery_budget_is_refused(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValidationError, match="PAYHOOK_DELIVERY_LIMIT"):
+        Settings(broker_url=AMQP, data_dir=tmp_path, delivery_limit=5)
+    Settings(broker_url="redis://127.0.0.1:6379/0", data_dir=tmp_path, delivery_limit=5)
+
+
+@pytest.mark.parametrize(
+    ("delay", "countdown"), [(0.0, 1), (0.3, 1), (1.0, 1), (1.2, 2), (59.5, 60)]
+)
+def test_retry_countdowns_are_whole_seconds_of_at_least_one(delay: float, countdown: int) -> None:
+    assert whole_seconds(delay) == countdown

@@ -1,0 +1,139 @@
+"""What must hold after a soak, read from the database (the record), not from the sender."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, Subquery, func, select, text
+
+from tasks.storage.tables import orders, outcomes, payments
+
+# The transitions out of created, pending and failed confirm a payment; `refunded->confirmed`
+# (a refund reversed) does not.
+CONFIRMING = ("created->confirmed", "pending->confirmed", "failed->confirmed")
+
+
+@dataclass
+class Findings:
+    deliveries: int = 0
+    outcomes: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    lost: list[int] = field(default_factory=list)  # accepted, yet no outcome (or not stored)
+    without_outcome: int = 0  # stored deliveries that have no outcome
+    several_outcomes: list[int] = field(default_factory=list)
+    applied_twice: list[int] = field(default_factory=list)  # payments confirmed more than once
+    confirmed_unrecorded: list[int] = field(default_factory=list)  # settled, no confirm outcome
+    over_refunded: list[int] = field(default_factory=list)  # refunds past the amount, or sums off
+    orders_off: list[str] = field(default_factory=list)  # stored sums or status disagree
+
+    def failures(self) -> list[str]:
+        """One line per broken invariant; empty when every one holds."""
+        checks: dict[str, list[int] | list[str]] = {
+            "deliveries accepted but without an outcome": self.lost,
+            "deliveries with more than one outcome": self.several_outcomes,
+            "payments confirmed by more than one delivery": self.applied_twice,
+            "settled payments without a recorded confirmation": self.confirmed_unrecorded,
+            "payments whose refunds exceed their amount or disagree": self.over_refunded,
+            "orders whose sums or status disagree with their payments": self.orders_off,
+        }
+        lines = [f"{what}: {_few(ids)}" for what, ids in checks.items() if ids]
+        if self.without_outcome:
+            lines.append(f"stored deliveries without an outcome: {self.without_outcome}")
+        return lines
+
+
+def check(conn: Connection, accepted: Collection[int], order_status: dict[str, str]) -> Findings:
+    """Every invariant, given the delivery ids the receiver answered 2xx for and each order's
+    status as the API shows it."""
+    found = Findings()
+    found.deliveries = _scalar(conn, "SELECT count(*) FROM deliveries")
+    found.outcomes = _scalar(conn, "SELECT count(*) FROM outcomes")
+    found.by_kind = {
+        kind: int(n)
+        for kind, n in conn.execute(
+            text("SELECT kind || coalesce('/' || reason, ''), count(*) FROM outcomes GROUP BY 1")
+        )
+    }
+    with_outcome = {row[0] for row in conn.execute(text("SELECT delivery_id FROM outcomes"))}
+    found.lost = sorted(set(accepted) - with_outcome)
+    found.without_outcome = _scalar(
+        conn,
+        "SELECT count(*) FROM deliveries d"
+        " WHERE NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.delivery_id = d.id)",
+    )
+    found.several_outcomes = _ids(
+        conn, "SELECT delivery_id FROM outcomes GROUP BY delivery_id HAVING count(*) > 1"
+    )
+    confirmations = _confirmations()
+    found.applied_twice = sorted(
+        conn.execute(select(confirmations.c.payment_id).where(confirmations.c.n > 1)).scalars()
+    )
+    found.confirmed_unrecorded = sorted(
+        conn.execute(
+            select(payments.c.id)
+            .outerjoin(confirmations, confirmations.c.payment_id == payments.c.id)
+            .where(payments.c.state.in_(("confirmed", "refunded")))
+            .where(func.coalesce(confirmations.c.n, 0) != 1)
+        ).scalars()
+    )
+    found.over_refunded = _ids(
+        conn,
+        "SELECT p.id FROM payments p"
+        " LEFT JOIN (SELECT payment_id, sum(amount) AS s FROM refunds GROUP BY payment_id) r"
+        "   ON r.payment_id = p.id"
+        " WHERE p.refunded_amount > p.amount OR p.refunded_amount <> coalesce(r.s, 0)"
+        "    OR (p.state = 'refunded') <> (p.refunded_amount = p.amount AND p.amount > 0)",
+    )
+    found.orders_off = _orders_off(conn, order_status)
+    return found
+
+
+def _orders_off(conn: Connection, order_status: dict[str, str]) -> list[str]:
+    """Orders whose stored sums differ from their payments' (each confirmation counted from
+    the outcomes, each refund from the refunds), or whose status is not what the sums say."""
+    confirmations = _confirmations()
+    rows = conn.execute(
+        select(
+            orders.c.reference,
+            orders.c.total,
+            orders.c.paid_amount,
+            orders.c.refunded_amount,
+            func.coalesce(func.sum(payments.c.amount * func.coalesce(confirmations.c.n, 0)), 0),
+            func.coalesce(func.sum(payments.c.refunded_amount), 0),
+        )
+        .select_from(orders)
+        .outerjoin(payments, payments.c.order_id == orders.c.id)
+        .outerjoin(confirmations, confirmations.c.payment_id == payments.c.id)
+        .group_by(orders.c.id)
+    )
+    off = []
+    for reference, total, paid_amount, refunded_amount, paid, refunded in rows:
+        expected = "paid" if paid - refunded >= total else "pending"
+        shown = order_status.get(reference)
+        if (paid_amount, refunded_amount) != (paid, refunded) or shown != expected:
+            off.append(reference)
+    return off
+
+
+def _confirmations() -> Subquery:
+    """Applied confirmations per payment."""
+    return (
+        select(outcomes.c.payment_id, func.count().label("n"))
+        .where(outcomes.c.kind == "applied", outcomes.c.transition.in_(CONFIRMING))
+        .group_by(outcomes.c.payment_id)
+        .subquery("confirmations")
+    )
+
+
+def _scalar(conn: Connection, sql: str) -> int:
+    return int(conn.execute(text(sql)).scalar_one())
+
+
+def _ids(conn: Connection, sql: str) -> list[int]:
+    return sorted(int(row[0]) for row in conn.execute(text(sql)))
+
+
+def _few(ids: list[int] | list[str]) -> str:
+    shown = ", ".join(map(str, ids[:10]))
+    return f"{len(ids)} ({shown}{', …' if len(ids) > 10 else ''})"

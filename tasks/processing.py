@@ -22,9 +22,16 @@ class Processed:
     """What became of one attempt; `retry_in` is set when the delivery was deferred."""
 
     delivery_id: int
+    provider: str
     event_id: str
     outcome: Outcome
     retry_in: float | None = None
+
+    @classmethod
+    def of(
+        cls, delivery: DeliveryRecord, outcome: Outcome, retry_in: float | None = None
+    ) -> Processed:
+        return cls(delivery.id, delivery.provider, delivery.event_id, outcome, retry_in)
 
     def as_dict(self) -> dict[str, object]:
         """The small dict a task returns, so that Flower shows the outcome."""
@@ -33,6 +40,7 @@ class Processed:
             "reason": None if self.outcome.reason is None else self.outcome.reason.value,
             "transition": self.outcome.transition,
             "delivery_id": self.delivery_id,
+            "provider": self.provider,
             "event_id": self.event_id,
             "payment_id": self.outcome.payment_id,
             "duplicate_of": self.outcome.duplicate_of,
@@ -45,7 +53,7 @@ def process_delivery(
     with uow:
         delivery = _lock(uow, delivery_id)
         if delivery.outcome is not None:  # redelivered by the broker, or re-published
-            return Processed(delivery.id, delivery.event_id, delivery.outcome)
+            return Processed.of(delivery, delivery.outcome)
         outcome = _decide(uow, delivery, now)
         if not outcome.is_deferred or policy.grace_over(delivery.waiting_since, now):
             if outcome.is_deferred:
@@ -53,14 +61,14 @@ def process_delivery(
             uow.outcomes.record(delivery.id, outcome, now)
             uow.deliveries.mark_processed(delivery.id)
             uow.commit()
-            return Processed(delivery.id, delivery.event_id, outcome)
+            return Processed.of(delivery, outcome)
         # Leave the transaction without committing: the claim goes back, so the next attempt
         # (or a duplicate delivered meanwhile) starts afresh once the payment exists.
     retry_in = policy.deferral_delay(delivery.attempts)
     with uow:
         uow.deliveries.defer(delivery.id, now + timedelta(seconds=retry_in))
         uow.commit()
-    return Processed(delivery.id, delivery.event_id, outcome, retry_in)
+    return Processed.of(delivery, outcome, retry_in)
 
 
 def note_redelivery(
@@ -74,13 +82,13 @@ def note_redelivery(
     with uow:
         delivery = _lock(uow, delivery_id)
         if delivery.outcome is not None:
-            return Processed(delivery.id, delivery.event_id, delivery.outcome)
+            return Processed.of(delivery, delivery.outcome)
         if delivery.redeliveries >= policy.max_redeliveries:
             outcome = Outcome.dead(Reason.WORKER_LOST)
             uow.outcomes.record(delivery.id, outcome, now)
             uow.deliveries.mark_processed(delivery.id)
             uow.commit()
-            return Processed(delivery.id, delivery.event_id, outcome)
+            return Processed.of(delivery, outcome)
         uow.deliveries.count_redelivery(delivery.id)
         uow.commit()
     return None
@@ -91,12 +99,12 @@ def record_failure(delivery_id: int, uow: UnitOfWork, now: datetime, reason: Rea
     with uow:
         delivery = _lock(uow, delivery_id)
         if delivery.outcome is not None:
-            return Processed(delivery.id, delivery.event_id, delivery.outcome)
+            return Processed.of(delivery, delivery.outcome)
         outcome = Outcome.dead(reason)
         uow.outcomes.record(delivery.id, outcome, now)
         uow.deliveries.mark_processed(delivery.id)
         uow.commit()
-    return Processed(delivery.id, delivery.event_id, outcome)
+    return Processed.of(delivery, outcome)
 
 
 def _lock(uow: UnitOfWork, delivery_id: int) -> DeliveryRecord:

@@ -7,6 +7,7 @@ lazily, once per process, after any fork.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -92,7 +93,8 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
                 type(error).__name__,
                 extra={"delivery_id": delivery_id, "retries": retries},
             )
-            raise self.retry(exc=error, countdown=rt.policy.transient_delay(retries)) from None
+            delay = rt.policy.transient_delay(retries)
+            raise self.retry(exc=error, countdown=whole_seconds(delay)) from None
         # A programming error or an exhausted budget: record it, do not retry it forever.
         log.exception("delivery failed permanently", extra={"delivery_id": delivery_id})
         reason = Reason.RETRY_BUDGET_EXHAUSTED if is_transient(error) else Reason.PROCESSING_ERROR
@@ -103,8 +105,17 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
             result.retry_in,
             extra={"delivery_id": delivery_id},
         )
-        raise self.retry(countdown=result.retry_in)
-    return result.as_dict()
+        raise self.retry(countdown=whole_seconds(result.retry_in))
+    outcome = result.as_dict()
+    log.info("outcome %s", outcome["kind"], extra=outcome)
+    return outcome
+
+
+def whole_seconds(delay: float) -> int:
+    """A retry countdown in whole seconds, at least one: on RabbitMQ quorum queues Celery
+    delays a retry through native delayed delivery, which counts whole seconds (it would cut
+    1.7 s to 1 s, so the message arrived before its ETA) and refuses anything under one."""
+    return max(1, math.ceil(delay))
 
 
 @shared_task(name=SWEEP, acks_late=True)

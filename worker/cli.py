@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
@@ -22,12 +21,18 @@ from tasks import shims
 from tasks.replaying import replay_delivery
 from tasks.storage import queries
 from tasks.storage.engine import make_engine
-from worker.celery_app import create_app
-from worker.cli_tables import deliveries_table
+from worker.bench import add_bench_command
+from worker.celery_app import QUEUE, create_app
+from worker.cli_tables import deliveries_table, payment_heading, replaced_lines, stats_tables
 from worker.demo import run_demo
+from worker.flower import run_flower
 from worker.http_app import create_http_app
+from worker.logs import configure_logging
+from worker.metrics_server import MetricsSetupError, serve_worker_metrics
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings, SettingsError, load_settings
+from worker.soak import add_soak_command
+from worker.task_metrics import TaskObserver
 
 console = Console()
 
@@ -42,9 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"payhook: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for chatty in ("httpx", "alembic"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    configure_logging(json=settings.log_format == "json")
     result: int = args.run(settings, args, extra)
     return result
 
@@ -66,9 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(run=_serve)
 
-    sub.add_parser(
+    worker = sub.add_parser(
         "worker", help="run a Celery worker (takes Celery's worker options, e.g. --concurrency 2)"
-    ).set_defaults(run=_worker)
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve the worker's Prometheus metrics on this port (needs PROMETHEUS_MULTIPROC_DIR)",
+    )
+    worker.add_argument("--metrics-address", default="0.0.0.0")  # noqa: S104  (scraped remotely)
+    worker.set_defaults(run=_worker)
     sub.add_parser("beat", help="run the sweeper's schedule").set_defaults(run=_beat)
 
     demo = sub.add_parser(
@@ -110,7 +120,46 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("delivery", type=int)
     show.add_argument("--json", action="store_true")
     show.set_defaults(run=_show)
+
+    payment = sub.add_parser(
+        "payment", help="one payment's whole history, one line per delivery, by its reference"
+    )
+    payment.add_argument("reference", help="the provider's reference (or a learned alias)")
+    payment.add_argument("--provider")
+    payment.add_argument("--json", action="store_true")
+    payment.set_defaults(run=_payment)
+
+    stats = sub.add_parser(
+        "stats", help="deliveries by provider, status and outcome; processing lag percentiles"
+    )
+    stats.add_argument(
+        "--since", type=iso_time, help="ISO time (default: 24 hours ago; no offset means UTC)"
+    )
+    stats.add_argument("--provider")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(run=_stats)
+
+    flower = sub.add_parser(
+        "flower", help="run Flower for this app: basic auth (PAYHOOK_FLOWER_BASIC_AUTH), read-only"
+    )
+    flower.add_argument("--port", type=int, default=5555)
+    flower.add_argument("--address", help="interface to bind (default: all)")
+    flower.add_argument(
+        "--local-only",
+        action="store_true",
+        help="bind 127.0.0.1 only; then PAYHOOK_FLOWER_BASIC_AUTH may be left unset",
+    )
+    flower.set_defaults(run=_flower)
+
+    add_bench_command(sub)
+    add_soak_command(sub)
     return parser
+
+
+def iso_time(value: str) -> datetime:
+    """An ISO 8601 time; without an offset it is taken as UTC."""
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace, _extra: list[str]) -> int:
@@ -140,8 +189,21 @@ def _serve(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> i
     return 0
 
 
-def _worker(settings: Settings, _args: argparse.Namespace, extra: list[str]) -> int:
+def _worker(settings: Settings, args: argparse.Namespace, extra: list[str]) -> int:
+    if args.metrics_port is not None:
+        try:
+            serve_worker_metrics(
+                port=args.metrics_port,
+                address=args.metrics_address,
+                broker=settings.broker if settings.uses_redis else None,
+                queue=QUEUE,
+            )
+        except MetricsSetupError as error:
+            print(f"payhook: {error}", file=sys.stderr)
+            return 2
     runtime = _runtime(settings)
+    if args.metrics_port is not None:
+        TaskObserver(lambda: runtime.engine, runtime.now).connect()
     runtime.app.worker_main(["worker", "--loglevel=INFO", *extra])
     return 0
 
@@ -254,6 +316,69 @@ def _show(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> in
     console.print(document["body"], markup=False, highlight=False)
     if first is not None:
         console.print(deliveries_table([first], title="first delivery of this event"))
+    return 0
+
+
+def _payment(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:
+    with make_engine(settings.database).connect() as conn:
+        found = queries.payments_by_reference(conn, args.reference, args.provider)
+        history = queries.payment_history(conn, found[0]["id"]) if len(found) == 1 else []
+    if not found:
+        where = f" at {args.provider}" if args.provider else ""
+        print(f"payhook: no payment with reference {args.reference!r}{where}", file=sys.stderr)
+        return 1
+    if len(found) > 1:
+        providers = ", ".join(sorted({p["provider"] for p in found}))
+        print(
+            f"payhook: reference {args.reference!r} names payments at {providers}: give --provider",
+            file=sys.stderr,
+        )
+        return 2
+    if args.json:
+        print(json.dumps({"payment": found[0], "deliveries": history}, indent=2))
+        return 0
+    console.print(payment_heading(found[0]))
+    console.print(deliveries_table(history, title="deliveries, oldest first"))
+    for line in replaced_lines(history):
+        console.print(line)
+    if not history:
+        console.print("no delivery concerns this payment yet")
+    return 0
+
+
+def _stats(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:
+    since = args.since or datetime.now(UTC) - timedelta(hours=24)
+    with make_engine(settings.database).connect() as conn:
+        stats = queries.delivery_stats(conn, since=since, provider=args.provider)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    for table in stats_tables(stats):
+        console.print(table)
+    return 0
+
+
+def _flower(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:
+    auth = settings.flower_basic_auth
+    address = args.address or ""
+    if args.local_only:
+        if address not in {"", "127.0.0.1"}:
+            print("payhook: --local-only binds 127.0.0.1: leave out --address", file=sys.stderr)
+            return 2
+        address = "127.0.0.1"
+    elif auth is None:
+        print(
+            "payhook: PAYHOOK_FLOWER_BASIC_AUTH (user:password) is not set: set it, "
+            "or run payhook flower --local-only",
+            file=sys.stderr,
+        )
+        return 2
+    run_flower(
+        create_app(settings),
+        address=address,
+        port=args.port,
+        basic_auth=None if auth is None else auth.get_secret_value(),
+    )
     return 0
 
 

@@ -42,8 +42,16 @@ class Settings(BaseSettings):
     sweep_interval_s: int = Field(60, gt=0)
     max_sweeps: int = Field(5, gt=0)
     task_time_limit_s: int = Field(60, gt=0)
+    # Longest wait between two attempts: for a missing payment, and after a transient error.
+    deferral_cap_s: int = Field(60, gt=0)
+    transient_cap_s: int = Field(30, gt=0)
     visibility_timeout_s: int = Field(3600, gt=0)
+    # RabbitMQ: deliveries of one task message (x-delivery-limit on the quorum queue) before
+    # RabbitMQ moves it to payhook.dead; above the redeliveries payhook itself allows.
+    delivery_limit: int = Field(10, gt=0)
     db_pool_size: int = Field(5, gt=0)
+    # A row lock waited for longer than this is a transient error, retried by the task.
+    db_lock_timeout_ms: int = Field(5000, gt=0)
     # Raw bodies (and headers) of processed deliveries are emptied after this many days;
     # outcomes are kept for good, and unmatched or dead deliveries keep their bodies.
     body_retention_days: int = Field(30, gt=0)
@@ -85,6 +93,12 @@ class Settings(BaseSettings):
                 f"({policy.longest_countdown_s + policy.time_limit_s:.0f}s), or Redis would "
                 "deliver a waiting task twice"
             )
+        if self.uses_amqp and self.delivery_limit <= policy.max_redeliveries:
+            raise ValueError(
+                f"PAYHOOK_DELIVERY_LIMIT ({self.delivery_limit}) must exceed the redeliveries "
+                f"payhook allows ({policy.max_redeliveries}), so that payhook records such a "
+                "delivery dead before RabbitMQ dead-letters its message"
+            )
         return self
 
     @property
@@ -98,6 +112,10 @@ class Settings(BaseSettings):
     @property
     def uses_redis(self) -> bool:
         return urlparse(self.broker).scheme in {"redis", "rediss"}
+
+    @property
+    def uses_amqp(self) -> bool:
+        return urlparse(self.broker).scheme in {"amqp", "amqps", "pyamqp"}
 
     @property
     def broker_folder(self) -> Path:
@@ -136,6 +154,8 @@ class Settings(BaseSettings):
             unmatched_grace=timedelta(seconds=self.unmatched_grace_s),
             sweep_after=timedelta(seconds=self.sweep_after_s),
             max_sweeps=self.max_sweeps,
+            deferral_cap_s=self.deferral_cap_s,
+            transient_cap_s=self.transient_cap_s,
             time_limit_s=self.task_time_limit_s,
             soft_time_limit_s=max(1, self.task_time_limit_s - 10),
         )

@@ -145,6 +145,7 @@ def test_first_delivery_is_applied_and_the_order_paid(engine: Engine) -> None:
         "reason": None,
         "transition": "pending->confirmed",
         "delivery_id": delivery_id,
+        "provider": "stripe",
         "event_id": "evt_1",
         "payment_id": payment_id,
         "duplicate_of": None,

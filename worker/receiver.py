@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fastapi import APIRouter, Request
 from sqlalchemy.exc import SQLAlchemyError
@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 
 from domain.events import MalformedEvent, PaymentEvent
 from domain.providers import standard, stripe
-from tasks.registering import store_delivery
+from tasks.registering import store_deliveries
 from worker.deps import Runtime
 from worker.http_errors import HttpError, database_unavailable
 from worker.metrics import DELIVERIES_RECEIVED
@@ -104,25 +104,47 @@ def _parse(parse: Callable[[], PaymentEvent], provider: str) -> PaymentEvent:
         raise HttpError(400, f"malformed event: {error}") from None
 
 
-async def _accept(
-    rt: ProcessRuntime, request: Request, event: PaymentEvent, body: bytes
-) -> JSONResponse:
-    headers = json.dumps(
-        {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
-    )
+def kept_headers(request: Request, names: Sequence[str]) -> str:
+    """The headers worth keeping with a delivery, as JSON."""
+    return json.dumps({name: request.headers[name] for name in names if name in request.headers})
+
+
+async def accept(
+    rt: ProcessRuntime,
+    provider: str,
+    items: list[tuple[PaymentEvent, bytes]],
+    headers: str,
+    *,
+    answer: str,
+) -> list[int]:
+    """Store verified deliveries (all or none), then publish them; the caller answers 2xx.
+
+    A database failure answers 503 with Retry-After, so the provider retries. A failed publish
+    is left to the sweeper: the deliveries are durable already.
+    """
     try:
-        delivery_id = await run_in_threadpool(
-            store_delivery,
+        delivery_ids = await run_in_threadpool(
+            store_deliveries,
             rt.unit_of_work(),
-            event,
-            headers=headers,
-            body=body,
+            [(event, headers, body) for event, body in items],
             received_at=rt.now(),
         )
     except SQLAlchemyError:
-        DELIVERIES_RECEIVED.labels(provider=event.provider, answer="503").inc()
+        DELIVERIES_RECEIVED.labels(provider=provider, answer="503").inc()
         raise database_unavailable() from None
-    # Durable now: a failed publish is left to the sweeper, the provider still gets its 2xx.
-    await run_in_threadpool(rt.try_publish, delivery_id)
-    DELIVERIES_RECEIVED.labels(provider=event.provider, answer="202").inc()
+    await run_in_threadpool(_publish_all, rt, delivery_ids)
+    DELIVERIES_RECEIVED.labels(provider=provider, answer=answer).inc(len(delivery_ids))
+    return delivery_ids
+
+
+def _publish_all(rt: ProcessRuntime, delivery_ids: list[int]) -> None:
+    for delivery_id in delivery_ids:
+        rt.try_publish(delivery_id)
+
+
+async def _accept(
+    rt: ProcessRuntime, request: Request, event: PaymentEvent, body: bytes
+) -> JSONResponse:
+    headers = kept_headers(request, KEPT_HEADERS)
+    (delivery_id,) = await accept(rt, event.provider, [(event, body)], headers, answer="202")
     return JSONResponse({"delivery_id": delivery_id}, status_code=202)

@@ -10,17 +10,14 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse
 
 from domain.events import MalformedEvent, PaymentEvent
 from domain.providers import adyen
-from tasks.registering import store_deliveries
 from worker.deps import Runtime
-from worker.http_errors import HttpError, database_unavailable
+from worker.http_errors import HttpError
 from worker.metrics import DELIVERIES_RECEIVED
-from worker.receiver import read_body
+from worker.receiver import accept, kept_headers, read_body
 from worker.signing.adyen import verify_adyen_item
 from worker.signing.errors import SignatureError
 
@@ -47,24 +44,15 @@ async def adyen_webhook(request: Request, rt: Runtime) -> PlainTextResponse:
         except SignatureError as error:
             raise _refused(401, f"notificationItems[{index}]: {error.reason}") from None
     deliveries = [_delivery(index, item) for index, item in enumerate(items)]
-    headers = json.dumps(
-        {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
-    )
-    try:
-        delivery_ids = await run_in_threadpool(
-            store_deliveries,
-            rt.unit_of_work(),
-            [(event, headers, item_body) for event, item_body in deliveries],
-            received_at=rt.now(),
-        )
-    except SQLAlchemyError:
-        DELIVERIES_RECEIVED.labels(provider=adyen.PROVIDER, answer="503").inc()
-        raise database_unavailable() from None
-    # Durable now: a failed publish is left to the sweeper, Adyen still gets its answer.
-    for delivery_id in delivery_ids:
-        await run_in_threadpool(rt.try_publish, delivery_id)
+    headers = kept_headers(request, KEPT_HEADERS)
     # Counted per delivery (item) here; a refused request counts once, as it stores none.
-    DELIVERIES_RECEIVED.labels(provider=adyen.PROVIDER, answer="200").inc(len(delivery_ids))
+    await accept(
+        rt,
+        adyen.PROVIDER,
+        [(event, item_body) for event, item_body in deliveries],
+        headers,
+        answer="200",
+    )
     return PlainTextResponse(ACCEPTED)
 
 

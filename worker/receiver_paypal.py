@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from fastapi import APIRouter, Request
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from domain.events import MalformedEvent
 from domain.providers import paypal
-from tasks.registering import store_delivery
 from worker.deps import Runtime
-from worker.http_errors import RETRY_AFTER_S, HttpError, database_unavailable
+from worker.http_errors import RETRY_AFTER_S, HttpError
 from worker.metrics import DELIVERIES_RECEIVED
-from worker.receiver import read_body
+from worker.receiver import accept, kept_headers, read_body
 from worker.settings import Settings
 from worker.signing.errors import SignatureError
 from worker.signing.paypal import (
@@ -71,24 +68,8 @@ async def paypal_webhook(request: Request, rt: Runtime) -> JSONResponse:
         event = paypal.parse(body)
     except MalformedEvent as error:
         raise _answer(400, f"malformed event: {error}") from None
-    headers = json.dumps(
-        {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
-    )
-    try:
-        delivery_id = await run_in_threadpool(
-            store_delivery,
-            rt.unit_of_work(),
-            event,
-            headers=headers,
-            body=body,
-            received_at=rt.now(),
-        )
-    except SQLAlchemyError:
-        DELIVERIES_RECEIVED.labels(provider=paypal.PROVIDER, answer="503").inc()
-        raise database_unavailable() from None
-    # Durable now: a failed publish is left to the sweeper, PayPal still gets its 2xx.
-    await run_in_threadpool(rt.try_publish, delivery_id)
-    DELIVERIES_RECEIVED.labels(provider=paypal.PROVIDER, answer="202").inc()
+    headers = kept_headers(request, KEPT_HEADERS)
+    (delivery_id,) = await accept(rt, paypal.PROVIDER, [(event, body)], headers, answer="202")
     return JSONResponse({"delivery_id": delivery_id}, status_code=202)
 
 

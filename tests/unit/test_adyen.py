@@ -26,7 +26,7 @@ from tasks.registering import create_order, create_payment
 from tasks.storage import queries
 from tasks.storage.tables import deliveries
 from tests.fixture_files import fixture_json
-from worker import receiver_adyen
+from worker import receiver as receiver_module
 from worker.celery_app import create_app
 from worker.http_app import create_http_app
 from worker.runtime import ProcessRuntime
@@ -632,7 +632,7 @@ def test_a_database_outage_is_503_and_nothing_is_published(
     def unavailable(*_: Any, **__: Any) -> list[int]:
         raise OperationalError("INSERT", {}, Exception("database is down"))
 
-    monkeypatch.setattr(receiver_adyen, "store_deliveries", unavailable)
+    monkeypatch.setattr(receiver_module, "store_deliveries", unavailable)
     response = receiver.post(request_of(signed(fixture_item("capture-true.json"))))
     assert response.status_code == 503
     assert response.headers["retry-after"]

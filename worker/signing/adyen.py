@@ -1,6 +1,5 @@
 """Adyen HMAC signatures of standard notifications: one in each NotificationRequestItem."""
 
-import hmac
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -8,6 +7,7 @@ from typing import Any
 from Adyen.util import generate_notification_sig  # type: ignore[import-untyped]
 
 from worker.signing.errors import SignatureError
+from worker.signing.text import same_signature
 
 # The eight signed fields, in Adyen's order; amount.value and amount.currency come fifth and
 # sixth. Every other field (eventDate, reason, additionalData…) is not covered by the HMAC.
@@ -27,7 +27,7 @@ def verify_adyen_item(item: Mapping[str, Any], keys: Sequence[str]) -> None:
     _check_keys(keys)
     received = _received_signature(item)
     signable = _signable(item)
-    if not any(_same(_signature(signable, key), received) for key in keys):
+    if not any(same_signature(_signature(signable, key), received) for key in keys):
         raise SignatureError("no valid signature")
 
 
@@ -79,11 +79,6 @@ def _received_signature(item: Mapping[str, Any]) -> str:
     if not isinstance(signature, str) or not signature:
         raise SignatureError("missing additionalData.hmacSignature")
     return signature
-
-
-def _same(expected: str, received: str) -> bool:
-    # compare_digest refuses non-ASCII str; such a value cannot match base64 anyway.
-    return received.isascii() and hmac.compare_digest(expected, received)
 
 
 def _check_keys(keys: Sequence[str]) -> None:

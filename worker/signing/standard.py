@@ -1,7 +1,6 @@
 """Standard Webhooks signatures (https://www.standardwebhooks.com), symmetric scheme v1."""
 
 import binascii
-import hmac
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -9,6 +8,7 @@ from datetime import UTC, datetime
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from worker.signing.errors import SignatureError
+from worker.signing.text import same_signature, signed_text
 
 _SCHEME = "v1"
 _KEY_PREFIX = "whsec_"
@@ -38,9 +38,9 @@ def verify_standard(
     msg_id = _webhook_id(headers)
     timestamp = _timestamp(headers, now, tolerance)
     signatures = _v1_signatures(_header(headers, "webhook-signature"))
-    payload = _decode(body)
+    payload = signed_text(body)
     expected = [_v1_signature(signer, msg_id, timestamp, payload) for signer in signers]
-    if not any(_same(want, got) for want in expected for got in signatures):
+    if not any(same_signature(want, got) for want in expected for got in signatures):
         raise SignatureError("no valid signature")
     return msg_id
 
@@ -130,18 +130,3 @@ def _v1_signatures(header: str) -> list[str]:
     if not signatures:
         raise SignatureError("no v1 signature in webhook-signature header")
     return signatures
-
-
-def _decode(body: bytes) -> str:
-    # The library signs text. Strict UTF-8 decoding round-trips exactly, so the MAC still
-    # covers the bytes as received.
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SignatureError("body is not valid UTF-8") from None
-
-
-def _same(expected: str, received: str) -> bool:
-    # Compares the base64 text as sent (canonical, padded), not decoded bytes.
-    # compare_digest refuses non-ASCII str; such a value cannot match base64 anyway.
-    return received.isascii() and hmac.compare_digest(expected, received)

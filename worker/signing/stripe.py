@@ -1,11 +1,11 @@
 """Stripe webhook signatures: the `Stripe-Signature` header, scheme v1."""
 
-import hmac
 from collections.abc import Sequence
 
 import stripe
 
 from worker.signing.errors import SignatureError
+from worker.signing.text import same_signature, signed_text
 
 _SCHEME = "v1"
 
@@ -26,9 +26,9 @@ def verify_stripe(
     timestamp, signatures = _parse_header(header)
     if abs(now - timestamp) > tolerance:
         raise SignatureError("timestamp outside the tolerance")
-    payload = _decode(body)
+    payload = signed_text(body)
     expected = [_v1_signature(payload, secret, timestamp) for secret in secrets]
-    if not any(_same(want, got) for want in expected for got in signatures):
+    if not any(same_signature(want, got) for want in expected for got in signatures):
         raise SignatureError("no valid signature")
 
 
@@ -79,20 +79,6 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
 def _is_unix_seconds(value: str) -> bool:
     # ASCII digits only, and few enough that int() cannot hit its digit limit.
     return value.isascii() and value.isdigit() and len(value) <= 18
-
-
-def _decode(body: bytes) -> str:
-    # The stripe signer takes text. Strict UTF-8 decoding round-trips exactly, so the MAC
-    # still covers the bytes as received; anything else cannot have come from Stripe.
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SignatureError("body is not valid UTF-8") from None
-
-
-def _same(expected: str, received: str) -> bool:
-    # compare_digest refuses non-ASCII str; such a value cannot match a hex digest anyway.
-    return received.isascii() and hmac.compare_digest(expected, received)
 
 
 def _check_secrets(secrets: Sequence[str]) -> None:

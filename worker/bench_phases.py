@@ -23,8 +23,7 @@ from tasks.storage.uow import UnitOfWork
 from worker.bench_bare import BARE_PROVIDER
 from worker.bench_events import AMOUNT, CURRENCY, Post, StripeEvents, charge_of, intent_of, signed
 from worker.bench_load import LoadResult, closed_loop, paced, percentile
-from worker.bench_stack import BenchError, Stack, Worker
-from worker.bench_tasks import EMPTY
+from worker.bench_stack import EMPTY_TASK, BenchError, Stack, Worker
 
 Advance = Callable[[int], None]
 STORE_BATCH = 500
@@ -96,7 +95,7 @@ class Phases:
     def drain(self, worker: Worker) -> float:
         """Empty tasks per second: publish N with the worker paused, time resume -> all acked."""
         n = self.sizes.drain
-        before = self.stack.executed(worker, EMPTY)
+        before = self.stack.executed(worker, EMPTY_TASK)
         self.stack.pause(worker)
         app = self.stack.app
         with (
@@ -104,7 +103,7 @@ class Phases:
             app.producer_or_acquire() as producer,
         ):
             for _ in range(n):
-                app.send_task(EMPTY, producer=producer)
+                app.send_task(EMPTY_TASK, producer=producer)
                 advance(1)
         with self.progress.step(f"draining {n} empty tasks", n) as advance:
             started = time.perf_counter()
@@ -120,7 +119,7 @@ class Phases:
                 self._bounded(deadline, "the empty tasks to drain")
                 time.sleep(0.005)
             elapsed = time.perf_counter() - started
-        ran = self.stack.executed(worker, EMPTY) - before
+        ran = self.stack.executed(worker, EMPTY_TASK) - before
         if ran != n:  # e.g. refused as unregistered: that drains too, without running anything
             raise BenchError(f"the worker ran {ran} of {n} empty tasks; see {worker.service.log}")
         return n / elapsed

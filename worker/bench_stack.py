@@ -15,10 +15,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import psycopg
 import redis
 from celery import Celery
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from tasks.migrate import upgrade
 from worker.celery_app import QUEUE, create_app
@@ -28,6 +30,9 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 CONTROL_TIMEOUT_S = 5.0
+# The empty task, registered only in the benchmark's worker: `--include` imports its module.
+EMPTY_TASK = "payhook.bench.empty"
+EMPTY_TASK_MODULE = "worker.bench_tasks"
 # Kombu's Redis transport keeps a message it handed out (and that is not acked yet) here.
 UNACKED_KEY = "unacked"
 
@@ -46,16 +51,13 @@ def check_loopback(url: str, what: str) -> None:
 def create_database(url: str) -> None:
     """Drop and create the benchmark's own database, then migrate it."""
     name = database_name(url)
-    with _admin(url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
     upgrade(url)
 
 
 def drop_database(url: str) -> None:
     name = database_name(url)
-    with _admin(url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def database_name(url: str) -> str:
@@ -66,15 +68,21 @@ def database_name(url: str) -> str:
     return name
 
 
-def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
-    admin = make_url(url).set(drivername="postgresql", database="postgres")
+def _admin(url: str, *statements: str) -> None:
+    """Run statements on the server's `postgres` database, outside a transaction."""
+    admin = make_url(url).set(database="postgres")
+    engine = create_engine(
+        admin, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"connect_timeout": 5}
+    )
     try:
-        return psycopg.connect(
-            admin.render_as_string(hide_password=False), autocommit=True, connect_timeout=5
-        )
-    except psycopg.OperationalError as error:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    except OperationalError as error:
         shown = make_url(url).render_as_string(hide_password=True)
-        raise BenchError(f"PostgreSQL at {shown} is not reachable: {error}".strip()) from None
+        raise BenchError(f"PostgreSQL at {shown} is not reachable: {error.orig}") from None
+    finally:
+        engine.dispose()
 
 
 def flush_redis(url: str) -> None:
@@ -212,7 +220,7 @@ class Stack:
             "--hostname",
             node,
             "--include",
-            "worker.bench_tasks",
+            EMPTY_TASK_MODULE,
             # Mingle only makes a starting worker wait for its peers' answers; nothing measured.
             "--without-mingle",
         )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
-EMPTY = "payhook.bench.empty"
+from worker.bench_stack import EMPTY_TASK
 
 
-@shared_task(name=EMPTY, acks_late=True)
+@shared_task(name=EMPTY_TASK, acks_late=True)
 def empty_task() -> None:
     """Do nothing: the drain rate of this task is Celery's own ceiling."""

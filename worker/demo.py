@@ -7,8 +7,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from tasks import migrate as migrations
 from tasks.storage import queries
 from tasks.storage.engine import make_engine
 from worker.cli_tables import deliveries_table
+from worker.processes import free_port, start, stop
 from worker.settings import Settings
 from worker.signing.standard import sign_standard
 from worker.signing.stripe import sign_stripe
@@ -48,7 +47,7 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> int:
     stripe_secret = "whsec_" + secrets.token_hex(16)
     shop_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     token = secrets.token_urlsafe(16)
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")},
         "PAYHOOK_DATA_DIR": str(folder),
@@ -62,8 +61,8 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> int:
     migrations.upgrade(demo_settings.database)
     payhook = [sys.executable, "-m", "worker.cli"]
     processes = [
-        _start([*payhook, "serve", "--port", str(port)], env, folder / "receiver.log"),
-        _start(
+        start([*payhook, "serve", "--port", str(port)], env, folder / "receiver.log"),
+        start(
             [
                 *payhook,
                 "worker",
@@ -96,7 +95,7 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        _stop(processes)
+        stop(processes)
 
 
 def _play(
@@ -351,19 +350,6 @@ def _api(
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        # Our own interpreter and fixed arguments: nothing here comes from a request.
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
-
-
 def _wait_ready(
     client: httpx.Client, processes: list[subprocess.Popen[bytes]], console: Console
 ) -> None:
@@ -379,15 +365,3 @@ def _wait_ready(
                 pass
             time.sleep(0.2)
     raise SystemExit("payhook demo: the receiver did not become ready within 60 s")
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -35,6 +35,7 @@ from sqlalchemy import Engine, text
 
 from tasks import migrate as migrations
 from tasks.storage.engine import make_engine
+from worker.processes import free_port, start, stop
 from worker.settings import Settings
 from worker.signing.stripe import sign_stripe
 from worker.soak_invariants import Findings, check
@@ -44,7 +45,6 @@ from worker.soak_servers import (
     PrivateRedis,
     SoakError,
     flush_redis,
-    free_port,
     fresh_database,
     require_loopback,
 )
@@ -587,16 +587,7 @@ class _Stack:
                 raise SoakError(f"the {name} exited ({process.returncode}); see its log")
 
     def stop(self) -> None:
-        processes = [p for p in (self.receiver, self.beat, self.worker) if p is not None]
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop([p for p in (self.receiver, self.beat, self.worker) if p is not None])
         if self.worker is not None:
             with suppress(ProcessLookupError):  # its pool, if the SIGTERM left any behind
                 os.killpg(self.worker.pid, signal.SIGKILL)
@@ -604,15 +595,7 @@ class _Stack:
     def _start(
         self, command: list[str], log: str, *, session: bool = False
     ) -> subprocess.Popen[bytes]:
-        with (self.folder / log).open("wb") as out:
-            # Our own interpreter and fixed arguments: nothing here comes from a request.
-            return subprocess.Popen(  # noqa: S603
-                command,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=session,
-            )
+        return start(command, self.env, self.folder / log, new_session=session)
 
 
 def _children(pid: int) -> list[int]:

@@ -8,7 +8,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ from urllib.parse import urlsplit
 import psycopg
 import redis
 from sqlalchemy.engine import make_url
+
+from worker.processes import free_port
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 SOAK_DATABASE = "payhook_soak"
@@ -34,13 +35,6 @@ def require_loopback(url: str, what: str) -> None:
         raise SoakError(
             f"{what} must be on this machine (127.0.0.1, localhost or ::1), not {host!r}"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def fresh_database(url: str) -> None:

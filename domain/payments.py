@@ -32,6 +32,21 @@ class DisputeStatus(StrEnum):
 # Stripe lets a PaymentIntent succeed after a failed attempt, so `failed` is not final.
 _OPEN = frozenset({PaymentState.CREATED, PaymentState.PENDING, PaymentState.FAILED})
 _SETTLED = frozenset({PaymentState.CONFIRMED, PaymentState.REFUNDED})
+# Only these events consult a payment's earlier refunds and disputes.
+_WITH_HISTORY = frozenset(
+    {
+        Action.REFUND,
+        Action.REFUND_FAILED,
+        Action.CANCEL_OR_REFUND,
+        Action.DISPUTE,
+        Action.DISPUTE_CLOSED,
+    }
+)
+
+
+def needs_history(action: Action) -> bool:
+    """Whether deciding `action` needs the payment's refunds and disputes."""
+    return action in _WITH_HISTORY
 
 
 @dataclass(slots=True)

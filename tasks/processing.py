@@ -8,9 +8,12 @@ from datetime import datetime, timedelta
 
 from domain.events import Action, MalformedEvent, PaymentEvent
 from domain.outcomes import Outcome, OutcomeKind, Reason
+from domain.payments import needs_history
 from tasks.policy import RetryPolicy
 from tasks.storage.records import DeliveryRecord
 from tasks.storage.uow import UnitOfWork
+
+_AGREES = frozenset({OutcomeKind.APPLIED, OutcomeKind.ACKNOWLEDGED_DUPLICATE})
 
 
 class UnknownDelivery(LookupError):
@@ -138,14 +141,22 @@ def _apply(
         return Outcome.ignored(Reason.UNSUPPORTED_EVENT)
     # Only the event's own reference finds the payment; its alias is learned, never searched,
     # so that a reused or mistaken secondary id can never move another payment.
-    locked = uow.payments.lock_by_reference(event.provider, event.payment_reference)
+    locked = uow.payments.lock_by_reference(
+        event.provider, event.payment_reference, with_history=needs_history(event.action)
+    )
     if locked is None:
         return Outcome.deferred(Reason.NO_PAYMENT)
     order, payment = locked
-    if event.alias is not None and event.alias != payment.provider_reference:
-        uow.payments.add_alias(event.provider, event.alias, payment.id)
+
     before = copy.deepcopy(payment)
     outcome = payment.apply(event, order, delivery.id)
     if outcome.kind is OutcomeKind.APPLIED:
         uow.payments.save(order, payment, before, now)
+    # Learn the event's other reference of this payment, unless the event was refused.
+    if (
+        event.alias is not None
+        and event.alias != payment.provider_reference
+        and outcome.kind in _AGREES
+    ):
+        uow.payments.add_alias(event.provider, event.alias, payment.id)
     return outcome

@@ -11,8 +11,14 @@ from sqlalchemy.pool import NullPool
 LOCK_TIMEOUT_MS = 5_000
 
 
-def make_engine(url: str, *, pool_size: int = 5, lock_timeout_ms: int = LOCK_TIMEOUT_MS) -> Engine:
-    """An engine for `url`; nothing connects until first use."""
+def make_engine(
+    url: str, *, pool_size: int = 5, lock_timeout_ms: int = LOCK_TIMEOUT_MS, pre_ping: bool = True
+) -> Engine:
+    """An engine for `url`; nothing connects until first use.
+
+    `pre_ping=False` saves a round trip per transaction where a dead pooled connection is
+    already handled: a worker's task retries the transient error it raises.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
@@ -20,7 +26,7 @@ def make_engine(url: str, *, pool_size: int = 5, lock_timeout_ms: int = LOCK_TIM
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         # A lock held longer than this is a transient error, retried by the task.
         connect_args={"options": f"-c lock_timeout={lock_timeout_ms}"},
     )

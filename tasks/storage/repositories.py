@@ -82,13 +82,21 @@ class Deliveries:
     def lock(self, delivery_id: int) -> DeliveryRecord | None:
         """The delivery, locked for this transaction, with its outcome if it has one."""
         row = self._conn.execute(
-            select(deliveries).where(deliveries.c.id == delivery_id).with_for_update()
+            select(
+                deliveries,
+                outcomes.c.kind,
+                outcomes.c.reason,
+                outcomes.c.transition,
+                outcomes.c.payment_id,
+                outcomes.c.duplicate_of,
+            )
+            .select_from(deliveries.outerjoin(outcomes, outcomes.c.delivery_id == deliveries.c.id))
+            .where(deliveries.c.id == delivery_id)
+            # One round trip: lock the delivery row only (an outer join's other side cannot be).
+            .with_for_update(of=deliveries)
         ).one_or_none()
         if row is None:
             return None
-        outcome_row = self._conn.execute(
-            select(outcomes).where(outcomes.c.delivery_id == delivery_id)
-        ).one_or_none()
         return DeliveryRecord(
             id=row.id,
             provider=row.provider,
@@ -101,7 +109,7 @@ class Deliveries:
             attempts=row.attempts,
             headers=row.headers,
             body=row.body,
-            outcome=None if outcome_row is None else outcome_from_row(outcome_row),
+            outcome=None if row.kind is None else outcome_from_row(row),
         )
 
     def defer(self, delivery_id: int, next_attempt_at: datetime) -> None:
@@ -269,21 +277,25 @@ class Payments:
             row.id, row.reference, row.total, row.currency, row.paid_amount, row.refunded_amount
         )
 
-    def lock_by_reference(self, provider: str, reference: str) -> tuple[Order, Payment] | None:
-        """The payment registered under `reference`, or known under it as an alias."""
+    def lock_by_reference(
+        self, provider: str, reference: str, *, with_history: bool = True
+    ) -> tuple[Order, Payment] | None:
+        """The payment registered under `reference`, or known under it as an alias.
+
+        `with_history=False` leaves out its refunds and disputes, for events that need neither.
+        """
         aliased = select(payment_aliases.c.payment_id).where(
             payment_aliases.c.provider == provider, payment_aliases.c.alias == reference
         )
-        found = self._conn.execute(
-            select(payments.c.id, payments.c.order_id)
+        matching = (
+            select(payments.c.id)
             .where(payments.c.provider == provider)
             .where((payments.c.provider_reference == reference) | payments.c.id.in_(aliased))
             .order_by(payments.c.id)
             .limit(1)
-        ).one_or_none()
-        if found is None:
-            return None
-        return self._lock(found.order_id, payments.c.id == found.id)
+            .scalar_subquery()
+        )
+        return self._lock(payments.c.id == matching, with_history)
 
     def add_alias(self, provider: str, alias: str, payment_id: int) -> None:
         """Remember another reference of a payment; the first payment to claim it keeps it."""
@@ -294,30 +306,32 @@ class Payments:
         )
 
     def lock(self, payment_id: int) -> tuple[Order, Payment] | None:
-        order_id = self._conn.execute(
-            select(payments.c.order_id).where(payments.c.id == payment_id)
-        ).scalar_one_or_none()
-        if order_id is None:
-            return None
-        return self._lock(order_id, payments.c.id == payment_id)
+        return self._lock(payments.c.id == payment_id, with_history=True)
 
-    def _lock(self, order_id: int, *where: Any) -> tuple[Order, Payment] | None:
+    def _lock(self, which: Any, with_history: bool) -> tuple[Order, Payment] | None:
+        # Always the order first, then the payment: every path locks in this order, so two
+        # transactions on one payment wait for each other and never deadlock.
         order_row = self._conn.execute(
-            select(orders).where(orders.c.id == order_id).with_for_update()
-        ).one()
-        row = self._conn.execute(select(payments).where(*where).with_for_update()).one_or_none()
-        if row is None:
+            select(orders)
+            .where(orders.c.id == select(payments.c.order_id).where(which).scalar_subquery())
+            .with_for_update()
+        ).one_or_none()
+        if order_row is None:
             return None
-        refund_rows = self._conn.execute(
-            select(refunds.c.refund_reference, refunds.c.amount).where(
-                refunds.c.payment_id == row.id
+        row = self._conn.execute(select(payments).where(which).with_for_update()).one()
+        refund_rows: Any = ()
+        dispute_rows: Any = ()
+        if with_history:
+            refund_rows = self._conn.execute(
+                select(refunds.c.refund_reference, refunds.c.amount).where(
+                    refunds.c.payment_id == row.id
+                )
             )
-        )
-        dispute_rows = self._conn.execute(
-            select(disputes.c.dispute_reference, disputes.c.amount, disputes.c.status).where(
-                disputes.c.payment_id == row.id
+            dispute_rows = self._conn.execute(
+                select(disputes.c.dispute_reference, disputes.c.amount, disputes.c.status).where(
+                    disputes.c.payment_id == row.id
+                )
             )
-        )
         order = Order(
             order_row.id,
             order_row.reference,

@@ -32,8 +32,9 @@ def create_app(settings: Settings) -> Celery:
         accept_content=["json"],
         task_ignore_result=True,  # outcomes live in PostgreSQL; Flower reads results from events
         worker_send_task_events=True,
-        task_send_sent_event=True,
-        task_track_started=True,
+        # No task-sent events: they would double the receiver's publishes, and Flower learns of
+        # every task from the worker's received/started/succeeded events anyway.
+        task_send_sent_event=False,
         task_time_limit=policy.time_limit_s,
         task_soft_time_limit=policy.soft_time_limit_s,
         task_default_queue=QUEUE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -38,6 +39,10 @@ class Sample:
     body: bytes
     headers: dict[str, str]
     expected: str  # kind/reason or kind
+
+
+def demo_command(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:
+    return run_demo(settings, once=args.once, console=Console())
 
 
 def run_demo(settings: Settings, *, once: bool, console: Console) -> int:

@@ -14,8 +14,10 @@ variable can loosen them.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
+import sys
 from types import FrameType
 from typing import Any
 
@@ -26,6 +28,9 @@ from flower.urls import settings as flower_settings
 from tornado.httputil import HTTPServerRequest
 from tornado.routing import Matcher, Rule
 from tornado.web import RequestHandler
+
+from worker.celery_app import create_app
+from worker.settings import Settings
 
 log = logging.getLogger("payhook.flower")
 
@@ -50,6 +55,30 @@ class ReadOnlyRefusal(RequestHandler):
         self.set_status(403)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish(REFUSAL)
+
+
+def flower_command(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:
+    auth = settings.flower_basic_auth
+    address = args.address or ""
+    if args.local_only:
+        if address not in {"", "127.0.0.1"}:
+            print("payhook: --local-only binds 127.0.0.1: leave out --address", file=sys.stderr)
+            return 2
+        address = "127.0.0.1"
+    elif auth is None:
+        print(
+            "payhook: PAYHOOK_FLOWER_BASIC_AUTH (user:password) is not set: set it, "
+            "or run payhook flower --local-only",
+            file=sys.stderr,
+        )
+        return 2
+    run_flower(
+        create_app(settings),
+        address=address,
+        port=args.port,
+        basic_auth=None if auth is None else auth.get_secret_value(),
+    )
+    return 0
 
 
 def build_flower(

@@ -9,19 +9,22 @@ from functools import cached_property
 from celery import Celery
 from sqlalchemy import Engine
 
+from tasks import shims
 from tasks.policy import RetryPolicy
 from tasks.shims import PROCESS_DELIVERY
 from tasks.storage.engine import make_engine
 from tasks.storage.uow import UnitOfWork
+from worker.celery_app import create_app
 from worker.settings import Settings
 
 log = logging.getLogger("payhook.runtime")
 
 
 class ProcessRuntime:
-    def __init__(self, settings: Settings, app: Celery) -> None:
+    def __init__(self, settings: Settings, app: Celery, *, pre_ping: bool = True) -> None:
         self.settings = settings
         self.app = app
+        self.pre_ping = pre_ping
         self.policy: RetryPolicy = settings.retry_policy()
         self.body_retention = timedelta(days=settings.body_retention_days)
 
@@ -31,6 +34,7 @@ class ProcessRuntime:
             self.settings.database,
             pool_size=self.settings.db_pool_size,
             lock_timeout_ms=self.settings.db_lock_timeout_ms,
+            pre_ping=self.pre_ping,
         )
 
     def unit_of_work(self) -> UnitOfWork:
@@ -54,3 +58,14 @@ class ProcessRuntime:
             )
             return False
         return True
+
+
+def start_runtime(settings: Settings, *, pre_ping: bool = True) -> ProcessRuntime:
+    """This process's runtime on a new Celery app, installed as the one the tasks use.
+
+    Workers pass `pre_ping=False`: a task that meets a dead pooled connection retries it as a
+    transient error, so checking every connection before use would only add a round trip.
+    """
+    runtime = ProcessRuntime(settings, create_app(settings), pre_ping=pre_ping)
+    shims.install(lambda: runtime)
+    return runtime

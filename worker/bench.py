@@ -38,8 +38,8 @@ from worker.bench_stack import (
     database_name,
     drop_database,
     flush_redis,
-    peak_rss_mb,
 )
+from worker.processes import peak_rss_mb
 from worker.settings import Settings
 
 JSON_FORMAT = 1

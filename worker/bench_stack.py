@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 
 from tasks.migrate import upgrade
 from worker.celery_app import QUEUE, create_app
+from worker.processes import children, free_port, start
 from worker.settings import Settings
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -90,41 +91,6 @@ def flush_redis(url: str) -> None:
         redis.Redis.from_url(url, socket_connect_timeout=3).flushdb()
     except redis.RedisError as error:
         raise BenchError(f"Redis at {url} is not reachable: {error}") from None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident set size (VmHWM) of a live process, in MiB; None where /proc has none."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of `pid` (the prefork pool of a worker), from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name (field 2) may hold spaces: the parent pid follows its ")".
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) > 1 and fields[1] == str(pid):
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 @dataclass
@@ -293,11 +259,7 @@ class Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
         self._started += 1
         log = self.logs / f"{self._started:02d}-{name.split()[0]}.log"
-        with log.open("wb") as out:
-            # Our own interpreter and modules, with arguments of our making.
-            process = subprocess.Popen(  # noqa: S603
-                command, env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
+        process = start(command, self.env, log)
         service = Service(name, process, log)
         self.services.append(service)
         return service

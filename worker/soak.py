@@ -30,7 +30,7 @@ from sqlalchemy import Engine, text
 
 from tasks import migrate as migrations
 from tasks.storage.engine import make_engine
-from worker.processes import free_port, start, stop
+from worker.processes import children, free_port, start, stop
 from worker.settings import Settings
 from worker.signing.stripe import sign_stripe
 from worker.soak_invariants import Findings, check
@@ -489,10 +489,10 @@ class _Stack:
 
     def kill_worker_child(self, rng: random.Random) -> str:
         assert self.worker is not None
-        children = _children(self.worker.pid)
-        if not children:
+        pool = children(self.worker.pid)
+        if not pool:
             return "no worker child to kill (the pool was restarting)"
-        victim = rng.choice(children)
+        victim = rng.choice(pool)
         os.kill(victim, signal.SIGKILL)
         return f"SIGKILL to worker child {victim} (the worker starts another)"
 
@@ -538,23 +538,6 @@ class _Stack:
         self, command: list[str], log: str, *, session: bool = False
     ) -> subprocess.Popen[bytes]:
         return start(command, self.env, self.folder / log, new_session=session)
-
-
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid …; comm may contain spaces and parentheses.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def _counts(engine: Engine) -> tuple[int, int] | None:

@@ -1,0 +1,199 @@
+"""Every Stripe fixture, signed as Stripe signs, through the receiver and the worker's use case.
+
+Each story registers the payment the fixture names, sends the real payload (only its event id
+made unique), processes the stored delivery, and checks the outcome and the payment's state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.policy import RetryPolicy
+from tasks.processing import process_delivery
+from tests.fixture_files import fixture_json
+from tests.unit.test_receiver import NOW, Harness, harness_for, make_settings
+
+PI = "pi_000000000000000000000000"
+CHARGE = "ch_000000000000000000000000"
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    harness = harness_for(make_settings(tmp_path), monkeypatch)
+    yield harness
+    harness.runtime.engine.dispose()
+
+
+def register(app: Harness, reference: str, amount: int) -> int:
+    order = f"order-{reference}-{amount}"
+    app.api("POST", "/api/orders", json={"reference": order, "total": amount, "currency": "usd"})
+    answer = app.api(
+        "POST",
+        "/api/payments",
+        json={
+            "order_reference": order,
+            "provider": "stripe",
+            "provider_reference": reference,
+            "amount": amount,
+            "currency": "usd",
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    payment_id: int = answer.json()["id"]
+    return payment_id
+
+
+def deliver(app: Harness, fixture: str, event_id: str) -> dict[str, Any]:
+    """Send the fixture through the receiver, process what was stored, return the outcome."""
+    event = fixture_json(f"stripe/events/{fixture}.json")
+    event["id"] = event_id
+    answer = app.stripe(json.dumps(event).encode())
+    assert answer.status_code == 202, answer.text
+    delivery_id = answer.json()["delivery_id"]
+    assert app.published[-1] == delivery_id
+    process_delivery(delivery_id, app.runtime.unit_of_work(), NOW, RetryPolicy())
+    outcome: dict[str, Any] = app.api("GET", f"/api/deliveries/{delivery_id}").json()["outcome"]
+    return {**outcome, "delivery_id": delivery_id}
+
+
+def payment(app: Harness, payment_id: int) -> dict[str, Any]:
+    view: dict[str, Any] = app.api("GET", f"/api/payments/{payment_id}").json()
+    return view
+
+
+def order_status(app: Harness, reference: str, amount: int) -> str:
+    status: str = app.api("GET", f"/api/orders/order-{reference}-{amount}").json()["status"]
+    return status
+
+
+@pytest.mark.parametrize(
+    ("fixture", "reference", "amount"),
+    [
+        ("payment_intent.succeeded", PI, 2000),
+        ("charge.succeeded", PI, 2000),
+        ("checkout.session.completed", PI, 3000),
+        ("checkout.session.completed.payment_mode", "pi_00000000000000", 25000),
+    ],
+)
+def test_a_confirmation_confirms_the_payment_and_pays_the_order(
+    app: Harness, fixture: str, reference: str, amount: int
+) -> None:
+    payment_id = register(app, reference, amount)
+
+    first = deliver(app, fixture, "evt_story_1")
+    again = deliver(app, fixture, "evt_story_1")
+
+    assert (first["kind"], first["transition"]) == ("applied", "pending->confirmed")
+    assert (again["kind"], again["reason"], again["duplicate_of"]) == (
+        "acknowledged_duplicate",
+        "same_event",
+        first["delivery_id"],
+    )
+    assert payment(app, payment_id)["state"] == "confirmed"
+    assert order_status(app, reference, amount) == "paid"
+
+
+def test_a_checkout_for_another_amount_is_rejected_and_changes_nothing(app: Harness) -> None:
+    payment_id = register(app, PI, 2000)
+
+    outcome = deliver(app, "checkout.session.completed", "evt_story_mismatch")
+
+    assert (outcome["kind"], outcome["reason"]) == ("rejected", "amount_mismatch")
+    assert payment(app, payment_id)["state"] == "pending"
+    assert order_status(app, PI, 2000) == "pending"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "state"),
+    [("payment_intent.payment_failed", "failed"), ("payment_intent.canceled", "canceled")],
+)
+def test_a_failure_or_cancellation_closes_a_pending_payment(
+    app: Harness, fixture: str, state: str
+) -> None:
+    payment_id = register(app, PI, 2000)
+
+    outcome = deliver(app, fixture, "evt_story_close")
+
+    assert (outcome["kind"], outcome["transition"]) == ("applied", f"pending->{state}")
+    assert payment(app, payment_id)["state"] == state
+
+
+@pytest.mark.parametrize("fixture", ["payment_intent.payment_failed", "payment_intent.canceled"])
+def test_a_failure_or_cancellation_after_the_confirmation_is_stale(
+    app: Harness, fixture: str
+) -> None:
+    payment_id = register(app, PI, 2000)
+    deliver(app, "payment_intent.succeeded", "evt_story_confirm")
+
+    outcome = deliver(app, fixture, "evt_story_late")
+
+    assert (outcome["kind"], outcome["reason"]) == ("ignored", "stale")
+    assert payment(app, payment_id)["state"] == "confirmed"
+
+
+@pytest.mark.parametrize(
+    "fixture", ["payment_intent.amount_capturable_updated", "charge.failed", "charge.captured"]
+)
+def test_events_payhook_does_not_act_on_are_ignored(app: Harness, fixture: str) -> None:
+    payment_id = register(app, PI, 2000)
+
+    outcome = deliver(app, fixture, "evt_story_other")
+
+    assert (outcome["kind"], outcome["reason"]) == ("ignored", "unsupported_event")
+    assert payment(app, payment_id)["state"] == "pending"
+
+
+def confirmed_charge(app: Harness) -> int:
+    """The refund and dispute fixtures name a 100-cent charge made without a PaymentIntent."""
+    payment_id = register(app, CHARGE, 100)
+    assert app.api("POST", f"/api/payments/{payment_id}/confirm").status_code == 200
+    return payment_id
+
+
+def test_a_full_refund_refunds_the_payment_once_by_refund_id(app: Harness) -> None:
+    payment_id = confirmed_charge(app)
+
+    refunded = deliver(app, "charge.refunded", "evt_story_refunded")
+    updated = deliver(app, "charge.refund.updated", "evt_story_refund_updated")
+
+    assert (refunded["kind"], refunded["transition"]) == ("applied", "confirmed->refunded")
+    assert (updated["kind"], updated["reason"]) == ("acknowledged_duplicate", "already_in_state")
+    view = payment(app, payment_id)
+    assert (view["state"], view["refunded_amount"]) == ("refunded", 100)
+    assert order_status(app, CHARGE, 100) == "pending"  # nothing paid any more
+
+
+def test_a_refund_update_alone_refunds_the_payment(app: Harness) -> None:
+    payment_id = confirmed_charge(app)
+
+    outcome = deliver(app, "charge.refund.updated", "evt_story_refund_only")
+
+    assert (outcome["kind"], outcome["transition"]) == ("applied", "confirmed->refunded")
+    assert payment(app, payment_id)["refunded_amount"] == 100
+
+
+def test_a_dispute_is_recorded_against_the_confirmed_payment(app: Harness) -> None:
+    payment_id = confirmed_charge(app)
+
+    outcome = deliver(app, "charge.dispute.created", "evt_story_dispute")
+
+    assert (outcome["kind"], outcome["transition"]) == ("applied", "dispute:opened")
+    assert payment(app, payment_id)["state"] == "confirmed"
+
+
+def test_a_refund_before_its_confirmation_waits_instead_of_failing(app: Harness) -> None:
+    payment_id = register(app, CHARGE, 100)
+    event = fixture_json("stripe/events/charge.refunded.json")
+    event["id"] = "evt_story_early_refund"
+    delivery_id = app.stripe(json.dumps(event).encode()).json()["delivery_id"]
+
+    waiting = process_delivery(delivery_id, app.runtime.unit_of_work(), NOW, RetryPolicy())
+
+    assert waiting.outcome.is_deferred and waiting.retry_in is not None
+    assert app.api("GET", f"/api/deliveries/{delivery_id}").json()["outcome"] is None
+    assert payment(app, payment_id)["state"] == "pending"

@@ -520,10 +520,11 @@ def request_of(*items: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def authorisation(reference: str, amount: int, psp: str) -> dict[str, Any]:
+def authorisation(reference: str, amount: int, psp: str, currency: str = "EUR") -> dict[str, Any]:
     item = fixture_item("authorisation-true.json")
     item.update(merchantReference=reference, pspReference=psp)
     item["amount"]["value"] = amount
+    item["amount"]["currency"] = currency
     return item
 
 
@@ -706,3 +707,55 @@ def test_a_failed_refund_that_was_never_recorded_is_stale(receiver: Receiver) ->
 
     assert (failed.kind, failed.reason) == ("ignored", "stale")
     assert receiver.payment(payment_id)["state"] == "confirmed"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "kind", "reason", "state"),
+    [
+        ("capture-true.json", "acknowledged_duplicate", "already_in_state", "confirmed"),
+        ("capture-false.json", "ignored", "stale", "confirmed"),
+    ],
+)
+def test_a_capture_after_the_authorisation_changes_nothing(
+    receiver: Receiver, fixture: str, kind: str, reason: str, state: str
+) -> None:
+    capture = fixture_item(fixture)
+    reference, amount = capture["merchantReference"], capture["amount"]["value"]
+    payment_id = receiver.register(reference, amount, currency="USD")
+    batch = [signed(authorisation(reference, amount, "ORIGINAL_PSP", currency="USD"))]
+    batch.append(signed(capture))
+    assert receiver.post(request_of(*batch)).is_success
+    (authorised_id, *_), (capture_id, *_) = receiver.stored()
+
+    assert receiver.process(authorised_id).outcome.transition == "pending->confirmed"
+    captured = receiver.process(capture_id).outcome
+
+    assert (captured.kind, captured.reason) == (kind, reason)
+    assert receiver.payment(payment_id)["state"] == state
+
+
+def test_a_failed_capture_of_a_pending_payment_fails_it(receiver: Receiver) -> None:
+    capture = fixture_item("capture-false.json")
+    payment_id = receiver.register(capture["merchantReference"], 23623, currency="USD")
+    assert receiver.post(request_of(signed(capture))).is_success
+    ((capture_id, *_),) = receiver.stored()
+
+    failed = receiver.process(capture_id).outcome
+
+    assert (failed.kind, failed.transition) == ("applied", "pending->failed")
+    assert receiver.payment(payment_id)["state"] == "failed"
+
+
+def test_a_cancellation_cancels_a_pending_payment(receiver: Receiver) -> None:
+    # The fixture carries no merchantReference (payhook refuses it with 400, tested above);
+    # Adyen sends one for payments made with one, as here.
+    cancellation = fixture_item("cancellation-true.json")
+    cancellation["merchantReference"] = "order-cancelled"
+    payment_id = receiver.register("order-cancelled", 500)
+    assert receiver.post(request_of(signed(cancellation))).is_success
+    ((cancellation_id, *_),) = receiver.stored()
+
+    canceled = receiver.process(cancellation_id).outcome
+
+    assert (canceled.kind, canceled.transition) == ("applied", "pending->canceled")
+    assert receiver.payment(payment_id)["state"] == "canceled"

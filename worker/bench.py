@@ -135,6 +135,11 @@ def _measure(args: argparse.Namespace, sizes: Sizes, logs: Path) -> Outcome:
                     expected += phases.expected
                     for what, count in phases.refused.items():
                         refused[what] = refused.get(what, 0) + count
+                    for what, count in phases.resent.items():
+                        Console(stderr=True).print(
+                            f"{what}: {count} requests sent again after their "
+                            "connection dropped, as a provider would"
+                        )
                 run["rss_receiver_mb"] = _rss([receiver])
                 run["rss_bare_mb"] = _rss([bare])
                 runs.append(run)

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
-import uvicorn
 from sqlalchemy import Engine
 
 from tasks.storage.engine import make_engine
 from tasks.storage.uow import UnitOfWork
+from worker.http_server import run_http
 from worker.logs import configure_logging
 from worker.settings import Settings, SettingsError, load_settings
 
@@ -124,15 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"payhook: {error}", file=sys.stderr)
         return 2
     configure_logging(json=settings.log_format == "json")
-    # The same uvicorn options as `payhook serve`, so that only the application differs.
-    uvicorn.run(
-        BareInsert(settings),
-        host="127.0.0.1",
-        port=args.port,
-        log_level="info",
-        timeout_keep_alive=5,
-        h11_max_incomplete_event_size=64 * 1024,
-    )
+    # The same server and options as `payhook serve`, so that only the application differs.
+    run_http(BareInsert(settings), host="127.0.0.1", port=args.port)
     return 0
 
 

@@ -18,6 +18,8 @@ import httpx
 
 from worker.bench_events import Post
 
+TRANSPORT_ATTEMPTS = 3
+
 REQUEST_TIMEOUT_S = 30.0
 ACCEPTED = frozenset({200, 202})
 
@@ -33,6 +35,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)  # of accepted requests, seconds
     delivery_ids: list[int] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)  # answer (status or error) -> count
+    resent: int = 0  # requests sent again after the connection failed under them
 
     @property
     def accepted(self) -> int:
@@ -82,11 +85,21 @@ def _client(base_url: str, connections: int) -> httpx.AsyncClient:
 
 async def _send(client: httpx.AsyncClient, post: Post, result: LoadResult) -> None:
     began = time.perf_counter()
-    try:
-        answer = await client.post(post.path, content=post.body, headers=post.headers)
-    except httpx.HTTPError as error:
-        result.refused[type(error).__name__] += 1
-        return
+    for attempt in range(TRANSPORT_ATTEMPTS):
+        try:
+            answer = await client.post(post.path, content=post.body, headers=post.headers)
+            break
+        except httpx.TransportError as error:
+            # A connection closed under the request (a keep-alive race, a reset): the provider
+            # would send it again, and so do we. A stored copy would only be a duplicate.
+            if attempt + 1 == TRANSPORT_ATTEMPTS:
+                result.refused[type(error).__name__] += 1
+                return
+            result.resent += 1
+            await asyncio.sleep(0.05 * (attempt + 1))
+        except httpx.HTTPError as error:
+            result.refused[type(error).__name__] += 1
+            return
     if answer.status_code not in ACCEPTED:
         result.refused[str(answer.status_code)] += 1
         return

@@ -89,6 +89,7 @@ class Phases:
     events: StripeEvents = field(default_factory=StripeEvents)
     expected: list[Expected] = field(default_factory=list)
     refused: dict[str, int] = field(default_factory=dict)
+    resent: dict[str, int] = field(default_factory=dict)  # sent again after a dropped connection
 
     # ---------------------------------------------------------------- ceilings
 
@@ -254,6 +255,8 @@ class Phases:
         return result
 
     def _check_refused(self, what: str, result: LoadResult) -> None:
+        if result.resent:
+            self.resent[what] = self.resent.get(what, 0) + result.resent
         for answer, count in result.refused.items():
             self.refused[f"{what}: {answer}"] = self.refused.get(f"{what}: {answer}", 0) + count
         if not result.accepted:

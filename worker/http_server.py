@@ -1,0 +1,21 @@
+"""How payhook serves HTTP: one set of uvicorn options for the receiver (and its benchmark twin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+
+
+def run_http(app: Any, *, host: str, port: int) -> None:
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_keep_alive=5,
+        # uvloop when installed; h11 whatever else is: it refuses headers past 64 KiB.
+        loop="auto",
+        http="h11",
+        h11_max_incomplete_event_size=64 * 1024,
+    )

@@ -1,8 +1,10 @@
-"""Fault-test fixtures: one private PostgreSQL for the session, a private Redis per test."""
+"""Fault-test fixtures: one private PostgreSQL for the session; per test a database of its own
+and a broker of its own: a private Redis, or a fresh vhost on the shared RabbitMQ."""
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from tasks.migrate import upgrade
 from tests.faults.servers import PostgresServer
 from tests.faults.stack import FaultStack, new_stack
+from tests.integration.stack import Broker
 
 TEMPLATE = "payhook_template"
 _numbers = itertools.count(1)
@@ -29,12 +32,20 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, postgres: PostgresServer) -> Iterator[FaultStack]:
+def broker(request: pytest.FixtureRequest) -> Broker:
+    """Redis, unless the test is marked `on_both_brokers` (tests/faults/stack.py)."""
+    chosen: Broker = getattr(request, "param", "redis")
+    return chosen
+
+
+@pytest.fixture
+def stack(tmp_path: Path, postgres: PostgresServer, broker: Broker) -> Iterator[FaultStack]:
     if not postgres.ready():  # a test that stopped it failed before starting it again
         postgres.start()
-    built = new_stack(tmp_path, postgres, f"payhook_fault_{next(_numbers)}", TEMPLATE)
+    # The pid too: the name is a vhost's on the shared RabbitMQ, and another run may be going on.
+    name = f"payhook_fault_{os.getpid()}_{next(_numbers)}"
+    built = new_stack(tmp_path, postgres, name, TEMPLATE, broker)
     try:
         yield built
     finally:
         built.close()
-        built.redis.kill()

@@ -1,5 +1,6 @@
-"""A payhook stack for fault tests: its own Redis, a database of its own on a private PostgreSQL,
-and `payhook serve`, `worker` and `beat` processes that a test starts, stops and kills by name.
+"""A payhook stack for fault tests: a broker of its own (a private Redis, or a fresh vhost on the
+shared RabbitMQ), a database of its own on a private PostgreSQL, and `payhook serve`, `worker`
+and `beat` processes that a test starts, stops and kills by name.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import kombu
 import psycopg
+import pytest
 import redis
+from amqp.exceptions import NotFound
+from kombu.transport.native_delayed_delivery import MAX_LEVEL, level_name
 
 from tasks.storage.tables import outcomes
 from tests.faults.servers import PostgresServer, RedisServer, free_port, wait_until
@@ -27,17 +32,30 @@ from tests.integration.stack import (
     API_TOKEN,
     SHOP_SECRET,
     STRIPE_SECRET,
+    Broker,
     Stack,
+    drop_amqp,
+    fresh_amqp,
     payhook,
+    rabbitmq_unacknowledged,
+    rabbitmqctl,
 )
-from worker.celery_app import QUEUE
+from worker.celery_app import DEAD_LETTER, QUEUE
 from worker.signing.stripe import sign_stripe
 
 REPO = Path(__file__).resolve().parents[2]
 HOOKS = "tests.faults.worker_hooks"
 
-# Short waits everywhere, so that a fault plays out in seconds. The visibility timeout must
-# exceed the longest countdown (2 s) plus the time limit (15 s): payhook checks that at start.
+# For a fault that plays out alike on either broker: the test runs once on each (ids redis,
+# amqp). Any other fault test runs on Redis only, the default of the `broker` fixture.
+on_both_brokers = pytest.mark.parametrize("broker", ["redis", "amqp"], indirect=True)
+# RabbitMQ's queues a task message may wait in: the task queue, and the levels of native
+# delayed delivery, where a countdown retry waits out its delay.
+AMQP_TASK_QUEUES = (QUEUE, *(level_name(level) for level in range(MAX_LEVEL + 1)))
+
+# Short waits everywhere, so that a fault plays out in seconds. The visibility timeout (Redis
+# only) must exceed the longest countdown (2 s) plus the time limit (15 s): payhook checks that
+# at start.
 FAST_SETTINGS = {
     "PAYHOOK_TASK_TIME_LIMIT_S": "15",
     "PAYHOOK_DEFERRAL_CAP_S": "2",
@@ -52,7 +70,9 @@ FAST_SETTINGS = {
 
 @dataclass
 class FaultStack(Stack):
-    redis: RedisServer = field(kw_only=True)
+    broker: Broker = field(kw_only=True)
+    redis_server: RedisServer | None = field(default=None, kw_only=True)  # broker "redis"
+    vhost: str | None = field(default=None, kw_only=True)  # broker "amqp"
     postgres: PostgresServer = field(kw_only=True)
     faults: Path = field(kw_only=True)
     named: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, kw_only=True)
@@ -155,6 +175,70 @@ class FaultStack(Stack):
             _kill_group(process)
         self.named.clear()
         self.processes.clear()
+        if self.redis_server is not None:
+            self.redis_server.kill()
+        if self.vhost is not None:
+            drop_amqp(self.vhost)
+
+    # ----------------------------------------------------------------- broker
+
+    @property
+    def redis(self) -> RedisServer:
+        """The private Redis, for the faults that stop or restart it."""
+        assert self.redis_server is not None, f"a Redis-only fault, on {self.broker}"
+        return self.redis_server
+
+    @property
+    def broker_url(self) -> str:
+        return self.env["PAYHOOK_BROKER_URL"]
+
+    def broker_messages(self) -> tuple[int, int]:
+        """(waiting, handed out): the task messages the broker holds for a worker to take, and
+        those it delivered to a worker that has not acknowledged them yet.
+
+        On Redis a message with a countdown is handed out at once (the worker holds it until its
+        ETA); on RabbitMQ it waits in the delayed-delivery queues, and counts as waiting.
+        """
+        if self.vhost is None:
+            client = redis.Redis(port=self.redis.port)
+            return int(client.llen(QUEUE)), int(client.hlen("unacked"))
+        return self.amqp_ready(*AMQP_TASK_QUEUES), rabbitmq_unacknowledged(self.vhost)
+
+    def amqp_ready(self, *queues: str) -> int:
+        """Messages ready in these RabbitMQ queues now (passive declares; a queue not declared
+        yet holds none)."""
+        ready = 0
+        with kombu.Connection(self.broker_url, connect_timeout=5) as connection:
+            for queue in queues:
+                channel = connection.channel()
+                try:
+                    ready += channel.queue_declare(queue=queue, passive=True).message_count
+                except NotFound:
+                    continue  # RabbitMQ closed the channel
+                channel.close()
+        return ready
+
+    def stop_broker(self) -> None:
+        """The broker goes away. Redis stops (and restarts empty). The shared RabbitMQ must not
+        be stopped: it closes every connection to this stack's vhost and refuses new ones, which
+        is what payhook's processes see of a broker that is down."""
+        if self.vhost is None:
+            self.redis.stop()
+            return
+        rabbitmqctl("set_vhost_limits", "--vhost", self.vhost, '{"max-connections": 0}')
+        rabbitmqctl(
+            "close_all_connections", "--vhost", self.vhost, "payhook fault test: broker down"
+        )
+
+    def start_broker(self) -> None:
+        if self.vhost is None:
+            self.redis.start()
+        else:
+            rabbitmqctl("clear_vhost_limits", "--vhost", self.vhost)
+
+    def dead_lettered(self) -> int:
+        """Task messages RabbitMQ moved to payhook.dead (past PAYHOOK_DELIVERY_LIMIT)."""
+        return self.amqp_ready(DEAD_LETTER)
 
     # ----------------------------------------------------------------- faults
 
@@ -263,12 +347,7 @@ class FaultStack(Stack):
 
     def wait_idle(self, timeout: float = 60) -> None:
         """The broker holds no task message any more: queued, scheduled or unacknowledged."""
-        broker = redis.Redis(port=self.redis.port)
-
-        def idle() -> bool:
-            return broker.llen(QUEUE) == 0 and broker.hlen("unacked") == 0
-
-        self.wait_for("the broker to be idle", idle, timeout)
+        self.wait_for("the broker to be idle", lambda: self.broker_messages() == (0, 0), timeout)
 
     def count_outcomes(self) -> int:
         return self.count(outcomes)
@@ -324,11 +403,20 @@ def charge_succeeded(n: int) -> bytes:
     return stripe_event("charge.succeeded", f"evt_fault_ch_{n}", n)
 
 
-def new_stack(tmp_path: Path, postgres: PostgresServer, database: str, template: str) -> FaultStack:
-    """Databases and Redis ready; no payhook process started yet."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
+def new_stack(
+    tmp_path: Path, postgres: PostgresServer, database: str, template: str, broker: Broker
+) -> FaultStack:
+    """Database and broker ready; no payhook process started yet. The broker is a private
+    Redis, or on RabbitMQ a vhost named after the database."""
     database_url = postgres.fresh_database(database, template=template)
+    server, vhost = None, None
+    if broker == "amqp":
+        vhost = database
+        broker_url = fresh_amqp(vhost)
+    else:
+        server = RedisServer(tmp_path / "redis")
+        server.start()
+        broker_url = server.url
     faults = tmp_path / "faults"
     faults.mkdir()
     port = free_port()
@@ -337,7 +425,7 @@ def new_stack(tmp_path: Path, postgres: PostgresServer, database: str, template:
         "PYTHONPATH": str(REPO),
         "PAYHOOK_DATA_DIR": str(tmp_path / "data"),
         "PAYHOOK_DATABASE_URL": database_url,
-        "PAYHOOK_BROKER_URL": server.url,
+        "PAYHOOK_BROKER_URL": broker_url,
         "PAYHOOK_API_TOKEN": API_TOKEN,
         "PAYHOOK_STRIPE_WEBHOOK_SECRETS": STRIPE_SECRET,
         "PAYHOOK_STANDARD_WEBHOOK_SECRETS": f"shop={SHOP_SECRET}",
@@ -350,7 +438,9 @@ def new_stack(tmp_path: Path, postgres: PostgresServer, database: str, template:
         env,
         f"http://127.0.0.1:{port}",
         tmp_path,
-        redis=server,
+        broker=broker,
+        redis_server=server,
+        vhost=vhost,
         postgres=postgres,
         faults=faults,
     )

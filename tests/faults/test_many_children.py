@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from tests.faults.stack import FaultStack, charge_succeeded, succeeded
+from tests.faults.stack import FaultStack, charge_succeeded, on_both_brokers, succeeded
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(180), on_both_brokers]
 
 # What a worker logs when its pool or its broker connection goes wrong.
 TROUBLE = re.compile(

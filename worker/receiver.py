@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 
@@ -20,6 +21,8 @@ from worker.runtime import ProcessRuntime
 from worker.signing.errors import SignatureError
 from worker.signing.standard import verify_standard
 from worker.signing.stripe import verify_stripe
+
+BODY_TIMEOUT_S = 10
 
 # Only these headers are kept with a delivery: what a later check or an operator needs.
 KEPT_HEADERS = (
@@ -77,17 +80,25 @@ async def standard_webhook(source: str, request: Request, rt: Runtime) -> JSONRe
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it grows past `limit` bytes."""
+    """The raw JSON body: 415 for another content type, 413 as soon as it grows past `limit`
+    bytes, 408 when it does not arrive within BODY_TIMEOUT_S (a slow sender holds no worker)."""
+    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if media_type.lower() != "application/json" and not media_type.lower().endswith("+json"):
+        raise HttpError(415, "webhook bodies must be application/json")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HttpError(413, f"body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HttpError(413, f"body larger than {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HttpError(408, f"body not received within {BODY_TIMEOUT_S} s") from None
     return b"".join(chunks)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -29,6 +29,10 @@ from worker.deps import ApiRuntime
 from worker.http_errors import HttpError, database_unavailable
 from worker.runtime import ProcessRuntime
 
+# Ids and amounts are 64-bit in the database: anything larger is a 422, not a crash.
+BIGINT_MAX = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+
 _CONFIRM_ANSWERS = {
     ConfirmStatus.CONFIRMED: 200,
     ConfirmStatus.ALREADY_CONFIRMED: 409,
@@ -45,7 +49,7 @@ def _currency(value: str) -> str:
 
 class OrderIn(BaseModel):
     reference: str = Field(min_length=1, max_length=255)
-    total: int = Field(ge=0, description="in the currency's minor unit")
+    total: int = Field(ge=0, le=BIGINT_MAX, description="in the currency's minor unit")
     currency: str
 
     _check_currency = field_validator("currency")(_currency)
@@ -55,7 +59,7 @@ class PaymentIn(BaseModel):
     order_reference: str = Field(min_length=1, max_length=255)
     provider: str = Field(min_length=1, max_length=64)
     provider_reference: str = Field(min_length=1, max_length=255)
-    amount: int = Field(gt=0, description="in the currency's minor unit")
+    amount: int = Field(gt=0, le=BIGINT_MAX, description="in the currency's minor unit")
     currency: str
 
     _check_currency = field_validator("currency")(_currency)
@@ -109,14 +113,14 @@ def post_payment(payment: PaymentIn, rt: ApiRuntime) -> dict[str, Any]:
 
 
 @router.get("/payments/{payment_id}")
-def get_payment(payment_id: int, rt: ApiRuntime) -> dict[str, Any]:
+def get_payment(payment_id: RowId, rt: ApiRuntime) -> dict[str, Any]:
     with _read(rt) as conn:
         return _found(queries.payment(conn, payment_id), "payment")
 
 
 @router.post("/payments/{payment_id}/confirm")
 async def post_confirm(
-    payment_id: int,
+    payment_id: RowId,
     request: Request,
     rt: ApiRuntime,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
@@ -147,7 +151,7 @@ async def post_confirm(
 
 
 @router.post("/deliveries/{delivery_id}/replay", status_code=202)
-def post_replay(delivery_id: int, rt: ApiRuntime) -> JSONResponse:
+def post_replay(delivery_id: RowId, rt: ApiRuntime) -> JSONResponse:
     with _database():
         replay = replay_delivery(delivery_id, rt.unit_of_work(), rt.now(), rt.try_publish)
     if replay is None:
@@ -160,7 +164,7 @@ def post_replay(delivery_id: int, rt: ApiRuntime) -> JSONResponse:
 
 
 @router.get("/deliveries/{delivery_id}")
-def get_delivery(delivery_id: int, rt: ApiRuntime) -> dict[str, Any]:
+def get_delivery(delivery_id: RowId, rt: ApiRuntime) -> dict[str, Any]:
     with _read(rt) as conn:
         return _found(queries.delivery(conn, delivery_id), "delivery")
 
@@ -172,7 +176,7 @@ def list_deliveries(
     provider: str | None = None,
     outcome: str | None = None,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE)] = 50,
-    before: int | None = None,
+    before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
 ) -> dict[str, Any]:
     with _read(rt) as conn:
         items = queries.list_deliveries(

@@ -61,9 +61,7 @@ def process_delivery(
         if not outcome.is_deferred or policy.grace_over(delivery.waiting_since, now):
             if outcome.is_deferred:
                 outcome = outcome.expire()
-            uow.outcomes.record(delivery.id, outcome, now)
-            uow.deliveries.mark_processed(delivery.id)
-            uow.commit()
+            _finish(uow, delivery.id, outcome, now)
             return Processed.of(delivery, outcome)
         # Leave the transaction without committing: the claim goes back, so the next attempt
         # (or a duplicate delivered meanwhile) starts afresh once the payment exists.
@@ -88,9 +86,7 @@ def note_redelivery(
             return Processed.of(delivery, delivery.outcome)
         if delivery.redeliveries >= policy.max_redeliveries:
             outcome = Outcome.dead(Reason.WORKER_LOST)
-            uow.outcomes.record(delivery.id, outcome, now)
-            uow.deliveries.mark_processed(delivery.id)
-            uow.commit()
+            _finish(uow, delivery.id, outcome, now)
             return Processed.of(delivery, outcome)
         uow.deliveries.count_redelivery(delivery.id)
         uow.commit()
@@ -104,10 +100,15 @@ def record_failure(delivery_id: int, uow: UnitOfWork, now: datetime, reason: Rea
         if delivery.outcome is not None:
             return Processed.of(delivery, delivery.outcome)
         outcome = Outcome.dead(reason)
-        uow.outcomes.record(delivery.id, outcome, now)
-        uow.deliveries.mark_processed(delivery.id)
-        uow.commit()
+        _finish(uow, delivery.id, outcome, now)
     return Processed.of(delivery, outcome)
+
+
+def _finish(uow: UnitOfWork, delivery_id: int, outcome: Outcome, now: datetime) -> None:
+    """Record the delivery's one outcome and commit it with everything the decision changed."""
+    uow.outcomes.record(delivery_id, outcome, now)
+    uow.deliveries.mark_processed(delivery_id)
+    uow.commit()
 
 
 def _lock(uow: UnitOfWork, delivery_id: int) -> DeliveryRecord:

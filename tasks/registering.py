@@ -91,14 +91,5 @@ def store_delivery(
     uow: UnitOfWork, event: PaymentEvent, *, headers: str, body: bytes, received_at: datetime
 ) -> int:
     """Make a verified delivery durable; it is committed before the provider gets its 2xx."""
-    with uow:
-        delivery_id = uow.deliveries.add(
-            provider=event.provider,
-            event_id=event.event_id,
-            event_type=event.event_type,
-            received_at=received_at,
-            headers=headers,
-            body=body,
-        )
-        uow.commit()
+    (delivery_id,) = store_deliveries(uow, [(event, headers, body)], received_at=received_at)
     return delivery_id

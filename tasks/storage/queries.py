@@ -309,17 +309,7 @@ def delivery_stats(
         )
     ]
     lags: dict[str, list[float]] = {}
-    timings = (
-        select(
-            deliveries.c.provider,
-            deliveries.c.received_at,
-            deliveries.c.replayed_at,
-            outcomes.c.recorded_at,
-        )
-        .select_from(deliveries.join(outcomes, outcomes.c.delivery_id == deliveries.c.id))
-        .where(*window)
-    )
-    for p, received_at, replayed_at, recorded_at in conn.execute(timings):
+    for p, received_at, replayed_at, recorded_at in conn.execute(_timings().where(*window)):
         lag = (recorded_at - (replayed_at or received_at)).total_seconds()
         lags.setdefault(p, []).append(max(0.0, lag))
     everything = [lag for values in lags.values() for lag in values]
@@ -348,18 +338,19 @@ def lag_summary(values: Sequence[float]) -> dict[str, float | int]:
     return summary
 
 
+def _timings() -> Select[Any]:
+    """Provider, received, replayed and recorded times of processed deliveries."""
+    return select(
+        deliveries.c.provider,
+        deliveries.c.received_at,
+        deliveries.c.replayed_at,
+        outcomes.c.recorded_at,
+    ).select_from(deliveries.join(outcomes, outcomes.c.delivery_id == deliveries.c.id))
+
+
 def outcome_timing(conn: Connection, delivery_id: int) -> tuple[str, datetime, datetime] | None:
     """(provider, received or last replayed, outcome recorded) of a processed delivery."""
-    row = conn.execute(
-        select(
-            deliveries.c.provider,
-            deliveries.c.received_at,
-            deliveries.c.replayed_at,
-            outcomes.c.recorded_at,
-        )
-        .select_from(deliveries.join(outcomes, outcomes.c.delivery_id == deliveries.c.id))
-        .where(deliveries.c.id == delivery_id)
-    ).one_or_none()
+    row = conn.execute(_timings().where(deliveries.c.id == delivery_id)).one_or_none()
     if row is None:
         return None
     return row.provider, row.replayed_at or row.received_at, row.recorded_at

@@ -1,7 +1,7 @@
-"""Prometheus metrics: the receiver's, and the worker's (observed in worker/task_metrics.py).
+"""Prometheus metrics: the receiver's, and the worker's (observed in worker/taskqueue/metrics.py).
 
 Every metric here is labelled, so that under PROMETHEUS_MULTIPROC_DIR no value file is created
-before a prefork child first observes something (see worker/metrics_server.py).
+before a prefork child first observes something (see worker/taskqueue/metrics_server.py).
 """
 
 from __future__ import annotations

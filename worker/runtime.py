@@ -14,8 +14,8 @@ from tasks.policy import RetryPolicy
 from tasks.shims import PROCESS_DELIVERY
 from tasks.storage.engine import make_engine
 from tasks.storage.uow import UnitOfWork
-from worker.celery_app import create_app
 from worker.settings import Settings
+from worker.taskqueue.app import create_app
 
 log = logging.getLogger("payhook.runtime")
 

@@ -40,8 +40,8 @@ from tests.integration.stack import (
     rabbitmq_unacknowledged,
     rabbitmqctl,
 )
-from worker.celery_app import DEAD_LETTER, QUEUE
 from worker.signing.stripe import sign_stripe
+from worker.taskqueue.app import DEAD_LETTER, QUEUE
 
 REPO = Path(__file__).resolve().parents[2]
 HOOKS = "tests.faults.worker_hooks"

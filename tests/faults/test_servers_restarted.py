@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from tests.faults.stack import FaultStack, charge_succeeded, on_both_brokers, succeeded
-from worker.celery_app import QUEUE
+from worker.taskqueue.app import QUEUE
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 

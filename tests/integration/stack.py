@@ -39,10 +39,21 @@ AMQP_URL = os.environ.get("PAYHOOK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1
 STRIPE_SECRET = "whsec_integration_stripe"
 SHOP_SECRET = "whsec_" + base64.b64encode(b"integration-shop-secret-bytes").decode()
 API_TOKEN = "integration-token"
+# Several checkouts may run their tests at once against the same servers: each sets its own
+# scope, which prefixes every database and vhost name the tests make.
+SCOPE = os.environ.get("PAYHOOK_TEST_SCOPE", "")
+
+
+def scoped(name: str) -> str:
+    """`name` in this run's scope (PAYHOOK_TEST_SCOPE), so that parallel runs never share it."""
+    if not SCOPE or name.startswith(f"{SCOPE}_"):
+        return name
+    return f"{SCOPE}_{name}"
 
 
 def fresh_database(name: str) -> str:
     """Drop and recreate database `name` on the test server; return its URL, migrated."""
+    name = scoped(name)
     url = make_url(DATABASE_URL)
     admin = url.set(drivername="postgresql", database="postgres").render_as_string(False)
     try:
@@ -66,6 +77,7 @@ def fresh_redis() -> str:
 
 def fresh_amqp(vhost: str) -> str:
     """A new, empty RabbitMQ vhost `vhost` (dropped first if it exists); return its URL."""
+    vhost = scoped(vhost)
     try:
         with kombu.Connection(AMQP_URL, connect_timeout=3) as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
@@ -83,14 +95,25 @@ def fresh_amqp(vhost: str) -> str:
 
 def drop_amqp(vhost: str) -> None:
     subprocess.run(
-        ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60, check=False
+        ["rabbitmqctl", "-q", "delete_vhost", scoped(vhost)],
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
 
 
 def rabbitmq_queues(vhost: str) -> dict[str, dict[str, Any]]:
     """The queues of `vhost` as RabbitMQ reports them: name -> type, arguments, messages."""
     listed = rabbitmqctl(
-        "list_queues", "-p", vhost, "name", "type", "arguments", "messages", "--formatter", "json"
+        "list_queues",
+        "-p",
+        scoped(vhost),
+        "name",
+        "type",
+        "arguments",
+        "messages",
+        "--formatter",
+        "json",
     )
     queues = {queue["name"]: queue for queue in json.loads(listed)}
     for queue in queues.values():  # listed as [name, type, value] triples
@@ -103,7 +126,7 @@ def rabbitmq_unacknowledged(vhost: str) -> int:
     channel, so exact now (a queue's own counts in list_queues lag by a few seconds)."""
     listed = rabbitmqctl("list_channels", "--no-table-headers", "vhost", "messages_unacknowledged")
     rows = [line.split("\t") for line in listed.splitlines()]
-    return sum(int(count) for name, count in rows if name == vhost)
+    return sum(int(count) for name, count in rows if name == scoped(vhost))
 
 
 def rabbitmqctl(*args: str) -> str:

@@ -16,8 +16,8 @@ from celery import Celery
 
 from tasks.shims import PROCESS_DELIVERY
 from tests.integration.stack import Stack, rabbitmq_queues, running_stack
-from worker.celery_app import DEAD_LETTER, QUEUE, create_app, task_queue
 from worker.settings import Settings
+from worker.taskqueue.app import DEAD_LETTER, QUEUE, create_app, task_queue
 
 pytestmark = pytest.mark.integration
 

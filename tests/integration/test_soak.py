@@ -12,7 +12,7 @@ import redis
 from sqlalchemy.engine import make_url
 
 from tests.conftest import service_missing
-from tests.integration.stack import DATABASE_URL, REDIS_URL, fresh_database, payhook
+from tests.integration.stack import DATABASE_URL, REDIS_URL, fresh_database, payhook, scoped
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def test_a_small_soak_without_faults_loses_nothing_and_applies_nothing_twice(
     tmp_path: Path,
 ) -> None:
     fresh_database(NAME)  # fails (CI) or skips when PostgreSQL is not there
-    database_url = make_url(DATABASE_URL).set(database=NAME).render_as_string(False)
+    database_url = make_url(DATABASE_URL).set(database=scoped(NAME)).render_as_string(False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")}
     env["PAYHOOK_DATA_DIR"] = str(tmp_path)
     done = subprocess.run(

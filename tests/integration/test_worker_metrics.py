@@ -22,8 +22,8 @@ from tasks.storage.engine import make_engine
 from tasks.storage.uow import UnitOfWork
 from tests.fixture_files import fixture_json
 from tests.integration.stack import free_port, fresh_database, fresh_redis, payhook
-from worker.celery_app import create_app
 from worker.settings import Settings
+from worker.taskqueue.app import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -26,13 +26,13 @@ from tasks.registering import create_order, create_payment
 from tasks.storage import queries
 from tasks.storage.tables import deliveries
 from tests.fixture_files import fixture_json
-from worker import receiver as receiver_module
-from worker.celery_app import create_app
-from worker.http_app import create_http_app
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
 from worker.signing.adyen import sign_adyen_item, verify_adyen_item
 from worker.signing.errors import SignatureError
+from worker.taskqueue.app import create_app
+from worker.web import receiving as receiver_module
+from worker.web.app import create_http_app
 
 VECTORS: dict[str, Any] = fixture_json("adyen/hmac/vectors.json")
 ITEM_VECTORS: list[dict[str, Any]] = VECTORS["notification_item_vectors"]

@@ -12,9 +12,9 @@ from schemathesis.checks import not_a_server_error
 
 from tasks.migrate import upgrade
 from tests.unit.test_receiver import AUTH, make_settings
-from worker.celery_app import create_app
-from worker.http_app import create_http_app
 from worker.runtime import ProcessRuntime
+from worker.taskqueue.app import create_app
+from worker.web.app import create_http_app
 
 
 def _app() -> Any:

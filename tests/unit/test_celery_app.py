@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.shims import whole_seconds
-from worker.celery_app import DEAD_LETTER, QUEUE, create_app
 from worker.settings import Settings
+from worker.taskqueue.app import DEAD_LETTER, QUEUE, create_app
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 

@@ -23,11 +23,11 @@ NOT_FOR_WORKERS = (
     "stripe",
     "Adyen",
     "standardwebhooks",
-    "worker.http_app",
+    "worker.web.app",
     "worker.signing",
-    "worker.demo",
-    "worker.bench",
-    "worker.soak",
+    "worker.tooling.demo",
+    "worker.tooling.bench.run",
+    "worker.tooling.soak.run",
 )
 
 

@@ -10,7 +10,7 @@ from celery import Celery
 from tornado.testing import AsyncHTTPTestCase
 
 from worker.cli import main
-from worker.flower import REFUSAL, build_flower
+from worker.taskqueue.flower import REFUSAL, build_flower
 
 CREDENTIALS = "operator:unit-test-flower-password"
 AUTH = {"Authorization": "Basic " + base64.b64encode(CREDENTIALS.encode()).decode()}

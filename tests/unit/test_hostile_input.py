@@ -17,7 +17,7 @@ from starlette.requests import Request
 from domain.events import MalformedEvent
 from domain.providers import adyen, paypal, standard, stripe
 from tests.unit.test_receiver import Harness, assert_error, harness_for, make_settings
-from worker import receiver
+from worker.web import receiving as receiver
 
 
 @pytest.fixture

@@ -34,14 +34,19 @@ from tasks.storage.engine import make_engine
 from tasks.storage.uow import UnitOfWork
 from tests.fixture_files import fixture_json
 from worker import metrics
-from worker.celery_app import create_app
-from worker.http_app import create_http_app
-from worker.metrics_server import QUEUE_DEPTH, MetricsSetupError, QueueDepth, multiprocess_dir
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
 from worker.signing.standard import sign_standard
 from worker.signing.stripe import sign_stripe
-from worker.task_metrics import TaskObserver
+from worker.taskqueue.app import create_app
+from worker.taskqueue.metrics import TaskObserver
+from worker.taskqueue.metrics_server import (
+    QUEUE_DEPTH,
+    MetricsSetupError,
+    QueueDepth,
+    multiprocess_dir,
+)
+from worker.web.app import create_http_app
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -40,8 +40,6 @@ from tasks.registering import create_order, create_payment
 from tasks.storage import queries
 from tasks.storage.tables import deliveries
 from tests.fixture_files import FIXTURES, fixture_bytes, fixture_json
-from worker.celery_app import create_app
-from worker.http_app import create_http_app
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
 from worker.signing.errors import SignatureError
@@ -55,6 +53,8 @@ from worker.signing.paypal import (
     signed_message,
     verify_paypal,
 )
+from worker.taskqueue.app import create_app
+from worker.web.app import create_http_app
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SENT_AT = "2024-05-01T12:00:00Z"

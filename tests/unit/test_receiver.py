@@ -16,12 +16,12 @@ from tasks.migrate import upgrade
 from tasks.processing import process_delivery
 from tasks.storage.tables import deliveries
 from tests.fixture_files import fixture_bytes
-from worker.celery_app import create_app
-from worker.http_app import create_http_app
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
 from worker.signing.standard import sign_standard
 from worker.signing.stripe import sign_stripe
+from worker.taskqueue.app import create_app
+from worker.web.app import create_http_app
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 TS = int(NOW.timestamp())

@@ -8,7 +8,7 @@ from collections import Counter
 
 from domain.events import Action
 from domain.providers import stripe
-from worker.soak_plan import Registration, make_plan
+from worker.tooling.soak.plan import Registration, make_plan
 
 
 def test_a_fifth_of_the_deliveries_are_copies_of_other_events() -> None:

@@ -1,0 +1,42 @@
+"""`payhook worker` and `payhook beat`: Celery's own programs, on this process's runtime.
+
+Only what a worker needs is imported here: every prefork child inherits this process's memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from worker.runtime import start_runtime
+from worker.settings import Settings
+from worker.taskqueue.app import QUEUE
+from worker.taskqueue.metrics import TaskObserver
+from worker.taskqueue.metrics_server import MetricsSetupError, serve_worker_metrics
+
+
+def worker_command(settings: Settings, args: argparse.Namespace, extra: list[str]) -> int:
+    if args.metrics_port is not None:
+        try:
+            serve_worker_metrics(
+                port=args.metrics_port,
+                address=args.metrics_address,
+                broker=settings.broker if settings.uses_redis else None,
+                queue=QUEUE,
+            )
+        except MetricsSetupError as error:
+            print(f"payhook: {error}", file=sys.stderr)
+            return 2
+    runtime = start_runtime(settings, pre_ping=False)
+    if args.metrics_port is not None:
+        TaskObserver(lambda: runtime.engine, runtime.now).connect()
+    runtime.app.worker_main(["worker", "--loglevel=INFO", *extra])
+    return 0
+
+
+def beat_command(settings: Settings, _args: argparse.Namespace, extra: list[str]) -> int:
+    runtime = start_runtime(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.data_dir / "beat-schedule"
+    runtime.app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}", *extra])
+    return 0

@@ -1,0 +1,1 @@
+"""The Celery side: the app, task metrics and their server, Flower."""

@@ -1,0 +1,1 @@
+"""`payhook bench`: payhook against references that share none of its code."""

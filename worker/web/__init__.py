@@ -1,0 +1,1 @@
+"""The HTTP side: the ASGI app, one receiver per provider, the API, errors, metrics."""

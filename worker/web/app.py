@@ -1,0 +1,68 @@
+"""The ASGI application: webhooks, the API, health and metrics."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from worker.runtime import ProcessRuntime
+from worker.web import adyen, api, paypal, standard, stripe
+from worker.web.errors import HttpError
+from worker.web.metrics import WebhookMetrics
+
+
+def create_http_app(rt: ProcessRuntime) -> FastAPI:
+    app = FastAPI(title="payhook", version="0.1.0")
+    app.state.runtime = rt
+    app.add_middleware(WebhookMetrics)
+    app.include_router(stripe.router)
+    app.include_router(standard.router)
+    app.include_router(adyen.router)
+    app.include_router(paypal.router)
+    app.include_router(api.router)
+
+    @app.exception_handler(HttpError)
+    async def _http_error(_: Request, error: HttpError) -> Response:
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, error: RequestValidationError) -> Response:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg')}"}, status_code=422)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> Response:
+        problems = await run_in_threadpool(_problems, rt)
+        if problems:
+            return JSONResponse({"status": "unavailable", "problems": problems}, 503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["health"])
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _problems(rt: ProcessRuntime) -> list[str]:
+    problems = []
+    try:
+        with rt.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001  (any failure means "not ready")
+        problems.append("database unreachable")
+    try:
+        with rt.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception:  # noqa: BLE001
+        problems.append("broker unreachable")
+    return problems

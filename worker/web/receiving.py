@@ -1,0 +1,118 @@
+"""What every receiver shares: read the body, store the verified deliveries, publish, answer.
+
+Each provider's receiver (stripe.py, standard.py, adyen.py, paypal.py) verifies and parses;
+this module stores durably first and publishes after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+
+from fastapi import Request
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+
+from domain.events import MalformedEvent, PaymentEvent
+from tasks.registering import store_deliveries
+from worker.metrics import DELIVERIES_RECEIVED
+from worker.runtime import ProcessRuntime
+from worker.signing.errors import SignatureError
+from worker.web.errors import HttpError, database_unavailable
+
+BODY_TIMEOUT_S = 10
+
+# Only these headers are kept with a delivery: what a later check or an operator needs.
+KEPT_HEADERS = (
+    "content-type",
+    "user-agent",
+    "stripe-signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw JSON body: 415 for another content type, 413 as soon as it grows past `limit`
+    bytes, 408 when it does not arrive within BODY_TIMEOUT_S (a slow sender holds no worker)."""
+    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if media_type.lower() != "application/json" and not media_type.lower().endswith("+json"):
+        raise HttpError(415, "webhook bodies must be application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HttpError(413, f"body larger than {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HttpError(408, f"body not received within {BODY_TIMEOUT_S} s") from None
+    return b"".join(chunks)
+
+
+def refused(provider: str, error: SignatureError) -> HttpError:
+    DELIVERIES_RECEIVED.labels(provider=provider, answer="401").inc()
+    return HttpError(401, error.reason)
+
+
+def parse_event(parse: Callable[[], PaymentEvent], provider: str) -> PaymentEvent:
+    try:
+        return parse()
+    except MalformedEvent as error:
+        DELIVERIES_RECEIVED.labels(provider=provider, answer="400").inc()
+        raise HttpError(400, f"malformed event: {error}") from None
+
+
+def kept_headers(request: Request, names: Sequence[str]) -> str:
+    """The headers worth keeping with a delivery, as JSON."""
+    return json.dumps({name: request.headers[name] for name in names if name in request.headers})
+
+
+async def accept(
+    rt: ProcessRuntime,
+    provider: str,
+    items: list[tuple[PaymentEvent, bytes]],
+    headers: str,
+    *,
+    answer: str,
+) -> list[int]:
+    """Store verified deliveries (all or none), then publish them; the caller answers 2xx.
+
+    A database failure answers 503 with Retry-After, so the provider retries. A failed publish
+    is left to the sweeper: the deliveries are durable already.
+    """
+    try:
+        delivery_ids = await run_in_threadpool(
+            store_deliveries,
+            rt.unit_of_work(),
+            [(event, headers, body) for event, body in items],
+            received_at=rt.now(),
+        )
+    except SQLAlchemyError:
+        DELIVERIES_RECEIVED.labels(provider=provider, answer="503").inc()
+        raise database_unavailable() from None
+    await run_in_threadpool(_publish_all, rt, delivery_ids)
+    DELIVERIES_RECEIVED.labels(provider=provider, answer=answer).inc(len(delivery_ids))
+    return delivery_ids
+
+
+def _publish_all(rt: ProcessRuntime, delivery_ids: list[int]) -> None:
+    for delivery_id in delivery_ids:
+        rt.try_publish(delivery_id)
+
+
+async def accept_one(
+    rt: ProcessRuntime, request: Request, event: PaymentEvent, body: bytes
+) -> JSONResponse:
+    """Store and publish one verified event; answer 202 with its delivery id."""
+    headers = kept_headers(request, KEPT_HEADERS)
+    (delivery_id,) = await accept(rt, event.provider, [(event, body)], headers, answer="202")
+    return JSONResponse({"delivery_id": delivery_id}, status_code=202)

@@ -6,11 +6,6 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-# SQLSTATEs that say "try again": serialization failure, deadlock, lock not available.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 _RNG = random.Random()
 
 
@@ -53,18 +48,3 @@ def _backoff(attempt: int, base: float, cap: float, rng: random.Random | None) -
     """Exponential backoff with jitter: half fixed, half random, never over the cap."""
     ceiling = min(cap, base * (1 << min(attempt, 30)))
     return ceiling / 2 + (rng or _RNG).uniform(0, ceiling / 2)
-
-
-def is_transient(error: BaseException) -> bool:
-    """Connection lost, serialization failure, deadlock, lock timeout: worth another try."""
-    if isinstance(error, PoolTimeout):
-        return True
-    if not isinstance(error, DBAPIError):
-        return False
-    if error.connection_invalidated:
-        return True
-    sqlstate = getattr(error.orig, "sqlstate", None)
-    if sqlstate is not None:
-        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")
-    # psycopg reports a lost or refused connection without a SQLSTATE; SQLite says "locked".
-    return isinstance(error, OperationalError) and "no such table" not in str(error.orig)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.exc import IntegrityError
-
 from domain.events import PaymentEvent
+from tasks.storage.errors import AlreadyExists
 from tasks.storage.uow import UnitOfWork
 
-
-class AlreadyExists(Exception):
-    """A unique reference that is already taken."""
+__all__ = ["AlreadyExists", "CurrencyDiffers", "OrderNotFound", "create_order", "create_payment"]
 
 
 class OrderNotFound(LookupError):
@@ -26,12 +23,9 @@ def create_order(
     uow: UnitOfWork, *, reference: str, total: int, currency: str, now: datetime
 ) -> int:
     with uow:
-        try:
-            order_id = uow.payments.add_order(
-                reference=reference, total=total, currency=currency, now=now
-            )
-        except IntegrityError:
-            raise AlreadyExists(f"order {reference!r} already exists") from None
+        order_id = uow.payments.add_order(
+            reference=reference, total=total, currency=currency, now=now
+        )
         uow.commit()
     return order_id
 
@@ -52,17 +46,14 @@ def create_payment(
             raise OrderNotFound(f"no order {order_reference!r}")
         if order.currency != currency:
             raise CurrencyDiffers(f"order {order_reference!r} is in {order.currency}")
-        try:
-            payment_id = uow.payments.add_payment(
-                order_id=order.id,
-                provider=provider,
-                provider_reference=provider_reference,
-                amount=amount,
-                currency=currency,
-                now=now,
-            )
-        except IntegrityError:
-            raise AlreadyExists(f"payment {provider}/{provider_reference} already exists") from None
+        payment_id = uow.payments.add_payment(
+            order_id=order.id,
+            provider=provider,
+            provider_reference=provider_reference,
+            amount=amount,
+            currency=currency,
+            now=now,
+        )
         uow.commit()
     return payment_id
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
-
 from domain.outcomes import OutcomeKind
 from tasks.replaying import REPLAYABLE
-from tasks.storage.tables import deliveries, outcomes
 from tasks.storage.uow import UnitOfWork
 
 # Bodies an operator may still need to replay are never pruned.
@@ -27,23 +24,9 @@ def prune_bodies(
     pruned = 0
     for _ in range(max_batches):
         with uow:
-            ids = list(
-                uow.connection.execute(
-                    select(deliveries.c.id)
-                    .join(outcomes, outcomes.c.delivery_id == deliveries.c.id)
-                    .where(deliveries.c.received_at < cutoff)
-                    .where(deliveries.c.body_pruned_at.is_(None))
-                    .where(outcomes.c.kind.in_(_PRUNABLE))
-                    .order_by(deliveries.c.id)
-                    .limit(batch)
-                ).scalars()
-            )
+            ids = uow.bodies.prunable(cutoff, _PRUNABLE, batch)
             if ids:
-                uow.connection.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(ids))
-                    .values(body=b"", headers="{}", body_pruned_at=now)
-                )
+                uow.bodies.prune(ids, now)
             uow.commit()
         pruned += len(ids)
         if len(ids) < batch:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from celery import Task, shared_task
 
 from domain.outcomes import Reason
-from tasks.policy import RetryPolicy, is_transient
+from tasks.policy import RetryPolicy
 from tasks.processing import (
     UnknownDelivery,
     note_redelivery,
@@ -23,6 +23,7 @@ from tasks.processing import (
     record_failure,
 )
 from tasks.retention import prune_bodies
+from tasks.storage.errors import is_transient
 from tasks.storage.uow import UnitOfWork
 from tasks.sweeping import sweep
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, func, or_, select
 
 from domain.events import MalformedEvent
+from domain.payments import Order
 from domain.providers import parse_delivery
 from tasks.storage.tables import (
     deliveries,
@@ -149,29 +150,23 @@ def payment(conn: Connection, payment_id: int) -> dict[str, Any] | None:
     return view
 
 
-def payment_id_by_reference(conn: Connection, provider: str, reference: str) -> int | None:
-    value = conn.execute(
-        select(payments.c.id)
-        .where(payments.c.provider == provider)
-        .where(payments.c.provider_reference == reference)
-    ).scalar_one_or_none()
-    return None if value is None else int(value)
-
-
 def order(conn: Connection, reference: str) -> dict[str, Any] | None:
     row = conn.execute(select(orders).where(orders.c.reference == reference)).one_or_none()
     if row is None:
         return None
-    net = row.paid_amount - row.refunded_amount
+    # The domain says what paid means; the read side only shows it.
+    model = Order(
+        row.id, row.reference, row.total, row.currency, row.paid_amount, row.refunded_amount
+    )
     return {
         "id": row.id,
         "reference": row.reference,
         "total": row.total,
         "currency": row.currency,
-        "status": "paid" if net >= row.total else "pending",
+        "status": model.status.value,
         "paid_amount": row.paid_amount,
         "refunded_amount": row.refunded_amount,
-        "overpaid_amount": max(0, net - row.total),
+        "overpaid_amount": model.overpaid_amount,
         "created_at": _iso(row.created_at),
         "payments": [
             _payment(p)

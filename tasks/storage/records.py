@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,7 +32,3 @@ class DeliveryRecord:
 
     def event(self) -> PaymentEvent:
         return parse_delivery(self.provider, self.event_id, self.body)
-
-    def header_map(self) -> dict[str, str]:
-        value: dict[str, str] = json.loads(self.headers)
-        return value

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from domain.events import EventKey
 from domain.outcomes import Outcome, OutcomeKind, Reason
 from domain.payments import Dispute, DisputeStatus, Order, Payment, PaymentState
+from tasks.storage.errors import AlreadyExists
 from tasks.storage.records import DeliveryRecord
 from tasks.storage.tables import (
     UtcDateTime,
@@ -226,8 +227,9 @@ class Payments:
         self._conn = conn
 
     def add_order(self, *, reference: str, total: int, currency: str, now: datetime) -> int:
+        """The new order's id; AlreadyExists when its reference is taken."""
         result = self._conn.execute(
-            insert(orders)
+            insert_ignoring_conflicts(self._conn, orders)
             .values(
                 reference=reference,
                 total=total,
@@ -237,8 +239,10 @@ class Payments:
                 created_at=now,
             )
             .returning(orders.c.id)
-        )
-        return int(result.scalar_one())
+        ).scalar_one_or_none()
+        if result is None:
+            raise AlreadyExists(f"order {reference!r} already exists")
+        return int(result)
 
     def add_payment(
         self,
@@ -250,8 +254,9 @@ class Payments:
         currency: str,
         now: datetime,
     ) -> int:
+        """The new payment's id; AlreadyExists when the provider's reference is taken."""
         result = self._conn.execute(
-            insert(payments)
+            insert_ignoring_conflicts(self._conn, payments)
             .values(
                 order_id=order_id,
                 provider=provider,
@@ -264,8 +269,10 @@ class Payments:
                 updated_at=now,
             )
             .returning(payments.c.id)
-        )
-        return int(result.scalar_one())
+        ).scalar_one_or_none()
+        if result is None:
+            raise AlreadyExists(f"payment {provider}/{provider_reference} already exists")
+        return int(result)
 
     def find_order(self, reference: str) -> Order | None:
         row = self._conn.execute(
@@ -449,3 +456,31 @@ class ApiIdempotency:
             created_at=now,
         )
         return self._conn.execute(statement.returning(api_idempotency.c.key)).first() is not None
+
+
+class Bodies:
+    """Raw bodies and headers of deliveries, emptied once retention is over."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def prunable(self, received_before: datetime, kinds: list[str], limit: int) -> list[int]:
+        """Ids of processed deliveries with an outcome of `kinds` whose body is still stored."""
+        return list(
+            self._conn.execute(
+                select(deliveries.c.id)
+                .join(outcomes, outcomes.c.delivery_id == deliveries.c.id)
+                .where(deliveries.c.received_at < received_before)
+                .where(deliveries.c.body_pruned_at.is_(None))
+                .where(outcomes.c.kind.in_(kinds))
+                .order_by(deliveries.c.id)
+                .limit(limit)
+            ).scalars()
+        )
+
+    def prune(self, delivery_ids: list[int], now: datetime) -> None:
+        self._conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(delivery_ids))
+            .values(body=b"", headers="{}", body_pruned_at=now)
+        )

@@ -8,6 +8,7 @@ from sqlalchemy import Connection, Engine, RootTransaction
 
 from tasks.storage.repositories import (
     ApiIdempotency,
+    Bodies,
     Deliveries,
     IdempotencyKeys,
     Outcomes,
@@ -21,6 +22,7 @@ class UnitOfWork:
     payments: Payments
     outcomes: Outcomes
     api_keys: ApiIdempotency
+    bodies: Bodies
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -41,6 +43,7 @@ class UnitOfWork:
         self.payments = Payments(self._conn)
         self.outcomes = Outcomes(self._conn)
         self.api_keys = ApiIdempotency(self._conn)
+        self.bodies = Bodies(self._conn)
         return self
 
     def __exit__(

@@ -23,11 +23,9 @@ NOT_FOR_WORKERS = (
     "stripe",
     "Adyen",
     "standardwebhooks",
-    "worker.web.app",
+    "worker.web",
     "worker.signing",
-    "worker.tooling.demo",
-    "worker.tooling.bench.run",
-    "worker.tooling.soak.run",
+    "worker.tooling",
 )
 
 

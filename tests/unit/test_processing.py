@@ -17,11 +17,12 @@ from domain.outcomes import Outcome, OutcomeKind, Reason
 from domain.providers import standard, stripe
 from tasks.confirming import Confirmation, ConfirmStatus, confirm_payment
 from tasks.migrate import upgrade
-from tasks.policy import RetryPolicy, is_transient
+from tasks.policy import RetryPolicy
 from tasks.processing import Processed, UnknownDelivery, process_delivery, record_failure
 from tasks.registering import create_order, create_payment, store_delivery
 from tasks.storage import queries
 from tasks.storage.engine import make_engine
+from tasks.storage.errors import is_transient
 from tasks.storage.tables import idempotency_keys, outcomes, refunds
 from tasks.storage.uow import UnitOfWork
 from tasks.sweeping import sweep

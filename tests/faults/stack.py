@@ -39,6 +39,7 @@ from tests.integration.stack import (
     payhook,
     rabbitmq_unacknowledged,
     rabbitmqctl,
+    scoped,
 )
 from worker.signing.stripe import sign_stripe
 from worker.taskqueue.app import DEAD_LETTER, QUEUE
@@ -411,7 +412,7 @@ def new_stack(
     database_url = postgres.fresh_database(database, template=template)
     server, vhost = None, None
     if broker == "amqp":
-        vhost = database
+        vhost = scoped(database)
         broker_url = fresh_amqp(vhost)
     else:
         server = RedisServer(tmp_path / "redis")

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from sqlalchemy.engine import make_url
 from tasks.migrate import upgrade
 from tasks.storage.tables import deliveries, outcomes
 from tests.conftest import service_missing
+from worker.tooling.processes import free_port
 
 DATABASE_URL = os.environ.get(
     "PAYHOOK_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/payhook_test"
@@ -143,13 +143,6 @@ def _without_password(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username}@{host}" if parts.username else host
     return urlunsplit((parts.scheme, f"{netloc}:{parts.port or 5672}", parts.path, "", ""))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""The check every `payhook bench` run ends with: each delivery has exactly one outcome, no
-payment was confirmed twice, and each phase got the outcomes it must get."""
+"""The check every `payhook bench` run ends with: the invariants of every run, and each phase
+got the outcomes it must get."""
 
 from __future__ import annotations
 
@@ -8,65 +8,32 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from tasks.storage.tables import deliveries, orders, outcomes, payments
+from tasks.storage.tables import outcomes, payments
 from worker.tooling.bench.phases import Expected
+from worker.tooling.invariants import check
 
 
 def check_invariants(engine: Engine, expected: Sequence[Expected]) -> dict[str, Any]:
-    """{"ok", "problems", and the counts they were judged on}."""
+    """{"ok", "problems", and the counts they were judged on}: the invariants every run must
+    keep (worker/tooling/invariants.py), then what this benchmark's phases must have."""
     with engine.connect() as conn:
-        delivery_count = conn.execute(select(func.count()).select_from(deliveries)).scalar_one()
-        outcome_count = conn.execute(select(func.count()).select_from(outcomes)).scalar_one()
-        without = conn.execute(
-            select(func.count())
-            .select_from(deliveries.outerjoin(outcomes, outcomes.c.delivery_id == deliveries.c.id))
-            .where(outcomes.c.id.is_(None))
-        ).scalar_one()
-        several = conn.execute(
-            select(func.count()).select_from(
-                select(outcomes.c.delivery_id)
-                .group_by(outcomes.c.delivery_id)
-                .having(func.count() > 1)
-                .subquery()
-            )
-        ).scalar_one()
-        confirmed_twice = conn.execute(
-            select(func.count()).select_from(
-                select(outcomes.c.payment_id)
-                .where(outcomes.c.kind == "applied")
-                .where(outcomes.c.transition.like("%->confirmed"))
-                .group_by(outcomes.c.payment_id)
-                .having(func.count() > 1)
-                .subquery()
-            )
-        ).scalar_one()
-        overpaid = conn.execute(
-            select(func.count()).select_from(orders).where(orders.c.paid_amount > orders.c.total)
-        ).scalar_one()
+        findings = check(conn)
         unconfirmed = conn.execute(
             select(func.count()).select_from(payments).where(payments.c.state != "confirmed")
         ).scalar_one()
         phases = [_phase(conn, phase) for phase in expected]
-    problems = [
-        f"{n} {what}"
-        for n, what in (
-            (without, "deliveries without an outcome"),
-            (several, "deliveries with more than one outcome"),
-            (confirmed_twice, "payments confirmed more than once"),
-            (overpaid, "orders paid more than their total"),
-            (unconfirmed, "payments the benchmark confirmed that are not confirmed"),
-        )
-        if n
-    ]
+    problems = findings.failures()
+    if unconfirmed:
+        problems.append(f"{unconfirmed} payments the benchmark confirmed that are not confirmed")
     problems += [problem for problem in phases if problem]
     return {
         "ok": not problems,
         "problems": problems,
-        "deliveries": int(delivery_count),
-        "outcomes": int(outcome_count),
-        "deliveries_without_outcome": int(without),
-        "deliveries_with_several_outcomes": int(several),
-        "payments_confirmed_twice": int(confirmed_twice),
+        "deliveries": findings.deliveries,
+        "outcomes": findings.outcomes,
+        "deliveries_without_outcome": findings.without_outcome,
+        "deliveries_with_several_outcomes": len(findings.several_outcomes),
+        "payments_confirmed_twice": len(findings.applied_twice),
     }
 
 

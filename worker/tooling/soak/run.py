@@ -32,12 +32,12 @@ from tasks import migrate as migrations
 from tasks.storage.engine import make_engine
 from worker.settings import Settings
 from worker.signing.stripe import sign_stripe
+from worker.tooling.invariants import Findings, check
 from worker.tooling.processes import children, free_port, start, stop
-from worker.tooling.soak.invariants import Findings, check
+from worker.tooling.servers import PrivatePostgres, PrivateRedis, ServerError
 from worker.tooling.soak.plan import Plan, PlannedPayment, Registration, make_plan
 from worker.tooling.soak.servers import (
-    PrivatePostgres,
-    PrivateRedis,
+    SOAK_DATABASE,
     SoakError,
     flush_redis,
     fresh_database,
@@ -96,7 +96,7 @@ def run_soak(settings: Settings, options: SoakOptions, console: Console) -> int:
     try:
         with ExitStack() as cleanup:
             return _Soak(options, folder, console, cleanup).run()
-    except SoakError as error:
+    except (SoakError, ServerError) as error:
         console.print(f"[red]payhook soak: {error}[/red] (logs in {folder})")
         return 2
 
@@ -130,7 +130,7 @@ class _Soak:
     def run(self) -> int:
         o = self.options
         postgres, redis_server = self._servers()
-        database_url = postgres.url if postgres else o.database_url
+        database_url = postgres.url(SOAK_DATABASE) if postgres else o.database_url
         redis_url = redis_server.url if redis_server else o.redis_url
         self.console.print(
             f"[bold]payhook soak[/bold]: {o.deliveries} deliveries, {o.workers} worker "
@@ -190,7 +190,7 @@ class _Soak:
         self.cleanup.callback(shutil.rmtree, private, ignore_errors=True)
         postgres = PrivatePostgres(private / "postgresql")
         redis_server = PrivateRedis(private / "redis")
-        self.cleanup.callback(postgres.stop)
+        self.cleanup.callback(postgres.destroy)
         self.cleanup.callback(redis_server.stop)
         with self.console.status("starting a private PostgreSQL cluster and Redis …"):
             postgres.start()
@@ -223,9 +223,9 @@ class _Soak:
             (0.80, stack.kill_worker),
         ]
         if redis_server is not None:
-            schedule.append((0.20, redis_server.restart))
+            schedule.append((0.20, lambda: _restart_redis(redis_server)))
         if postgres is not None:
-            schedule.append((0.50, postgres.restart))
+            schedule.append((0.50, lambda: _restart_postgres(postgres)))
         return sorted(schedule, key=lambda item: item[0])
 
     def _register(self, client: httpx.Client, plan: Plan, when: Registration) -> None:
@@ -563,3 +563,14 @@ def _api(client: httpx.Client, path: str, payload: dict[str, object]) -> None:
             return
         time.sleep(0.5)
     raise SoakError(f"POST {path} kept failing")
+
+
+def _restart_redis(server: PrivateRedis) -> str:
+    server.restart(kill=True)
+    return f"Redis restarted (SIGKILL, no persistence: queued messages lost), port {server.port}"
+
+
+def _restart_postgres(server: PrivatePostgres) -> str:
+    # Immediate: no checkpoint, open connections cut, crash recovery at the next start.
+    server.restart("immediate")
+    return f"PostgreSQL restarted (immediate stop, crash recovery), port {server.port}"

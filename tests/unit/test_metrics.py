@@ -7,7 +7,7 @@ import base64
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,9 +30,9 @@ from tasks.policy import RetryPolicy
 from tasks.processing import process_delivery
 from tasks.registering import create_order, create_payment, store_delivery
 from tasks.shims import PROCESS_DELIVERY, SWEEP
-from tasks.storage.engine import make_engine
 from tasks.storage.uow import UnitOfWork
 from tests.fixture_files import fixture_json
+from tests.unit.common import NOW
 from worker import metrics
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
@@ -49,7 +49,6 @@ from worker.taskqueue.metrics_server import (
 from worker.web.app import create_http_app
 
 ROOT = Path(__file__).resolve().parents[2]
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 STRIPE_SECRET = "whsec_metrics_unit_test"
 SHOP_SECRET = "whsec_" + base64.b64encode(b"metrics-unit-test-shop-secret").decode()
 
@@ -81,13 +80,6 @@ def receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TestClient:
     monkeypatch.setattr(runtime, "publish", lambda _delivery_id: None)  # no broker here
     monkeypatch.setattr(runtime, "now", lambda: NOW)
     return TestClient(create_http_app(runtime))
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    url = f"sqlite:///{tmp_path / 'metrics.db'}"
-    upgrade(url)
-    return make_engine(url)
 
 
 def stored_confirmation(engine: Engine, intent: str) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,10 @@ from tasks.storage.engine import make_engine
 from tasks.storage.queries import lag_summary
 from tasks.storage.uow import UnitOfWork
 from tests.fixture_files import fixture_json
+from tests.unit.common import NOW
 from worker.cli import main
 from worker.settings import Settings
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NO_GRACE = RetryPolicy(unmatched_grace=timedelta(0))
 CHARGE = fixture_json("stripe/events/charge.succeeded.json")["data"]["object"]["id"]
 
@@ -173,7 +173,8 @@ def test_stats_count_by_provider_status_and_outcome_with_lag_percentiles(
         "stripe": {"count": 4, "p50": 2.5, "p95": 10.0, "p99": 10.0, "max": 10.0}
     }
 
-    later = run_json(capsys, "stats", "--since", "2026-11-28T12:00:02", "--provider", "stripe")
+    naive = (NOW + timedelta(seconds=2)).replace(tzinfo=None).isoformat()
+    later = run_json(capsys, "stats", "--since", naive, "--provider", "stripe")
     assert later["deliveries"] == 2  # no offset: UTC
     assert main(["stats", "--since", since]) == 0
     assert "p95" in capsys.readouterr().out

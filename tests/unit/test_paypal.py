@@ -14,7 +14,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from tasks.registering import create_order, create_payment
 from tasks.storage import queries
 from tasks.storage.tables import deliveries
 from tests.fixture_files import FIXTURES, fixture_bytes, fixture_json
+from tests.unit.common import NOW
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
 from worker.signing.errors import SignatureError
@@ -56,7 +57,6 @@ from worker.signing.paypal import (
 from worker.taskqueue.app import create_app
 from worker.web.app import create_http_app
 
-NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SENT_AT = "2024-05-01T12:00:00Z"
 WEBHOOK_ID = "1JE4291016473214C"
 CERT_URL = "https://api.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594-test"

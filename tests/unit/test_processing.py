@@ -3,9 +3,7 @@
 import json
 import random
 import sqlite3
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,30 +14,19 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from domain.outcomes import Outcome, OutcomeKind, Reason
 from domain.providers import standard, stripe
 from tasks.confirming import Confirmation, ConfirmStatus, confirm_payment
-from tasks.migrate import upgrade
 from tasks.policy import RetryPolicy
 from tasks.processing import Processed, UnknownDelivery, process_delivery, record_failure
 from tasks.registering import create_order, create_payment, store_delivery
 from tasks.storage import queries
-from tasks.storage.engine import make_engine
 from tasks.storage.errors import is_transient
 from tasks.storage.tables import idempotency_keys, outcomes, refunds
 from tasks.storage.uow import UnitOfWork
 from tasks.sweeping import sweep
 from tests.fixture_files import fixture_json
+from tests.unit.common import NOW
 
-NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 PI = "pi_000000000000000000000000"  # the PaymentIntent of the Stripe fixtures
 POLICY = RetryPolicy()
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    url = f"sqlite:///{tmp_path}/t.db"
-    upgrade(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def stripe_body(

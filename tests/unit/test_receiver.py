@@ -3,7 +3,7 @@
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from tasks.migrate import upgrade
 from tasks.processing import process_delivery
 from tasks.storage.tables import deliveries
 from tests.fixture_files import fixture_bytes
+from tests.unit.common import NOW
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
 from worker.signing.standard import sign_standard
@@ -23,7 +24,6 @@ from worker.signing.stripe import sign_stripe
 from worker.taskqueue.app import create_app
 from worker.web.app import create_http_app
 
-NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 TS = int(NOW.timestamp())
 TOKEN = "unit-test-api-token-7f3a"
 STRIPE_SECRET, ROTATED_SECRET = "whsec_unit_test_first", "whsec_unit_test_rotated"

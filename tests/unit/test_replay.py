@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
-import pytest
 from sqlalchemy import Engine, func, select
 
 from domain.outcomes import OutcomeKind, Reason
 from domain.providers import stripe
-from tasks.migrate import upgrade
 from tasks.policy import RetryPolicy
 from tasks.processing import note_redelivery, process_delivery, record_failure
 from tasks.registering import create_order, create_payment, store_delivery
 from tasks.replaying import replay_delivery
-from tasks.storage.engine import make_engine
 from tasks.storage.tables import outcomes, replaced_outcomes
 from tasks.storage.uow import UnitOfWork
 from tests.fixture_files import fixture_json
+from tests.unit.common import NOW
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NO_GRACE = RetryPolicy(unmatched_grace=timedelta(0))
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    url = f"sqlite:///{tmp_path / 'replay.db'}"
-    upgrade(url)
-    return make_engine(url)
 
 
 def stored_confirmation(engine: Engine, intent: str) -> int:

@@ -13,7 +13,6 @@ from tasks.retention import prune_bodies
 from tasks.storage.tables import deliveries, outcomes
 from tasks.storage.uow import UnitOfWork
 from tests.unit.test_replay import NO_GRACE, NOW, count, register, stored_confirmation
-from tests.unit.test_replay import engine as engine  # the fixture, shared
 
 
 def bodies(engine: Engine) -> dict[int, bytes]:

@@ -5,15 +5,12 @@ and `beat` processes that a test starts, stops and kills by name.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,7 @@ from amqp.exceptions import NotFound
 from kombu.transport.native_delayed_delivery import MAX_LEVEL, level_name
 
 from tasks.storage.tables import outcomes
-from tests.faults.servers import PostgresServer, RedisServer, free_port, wait_until
+from tests.faults.servers import PostgresServer, RedisServer, wait_until
 from tests.fixture_files import fixture_json
 from tests.integration.stack import (
     API_TOKEN,
@@ -36,7 +33,6 @@ from tests.integration.stack import (
     Stack,
     drop_amqp,
     fresh_amqp,
-    payhook,
     rabbitmq_unacknowledged,
     rabbitmqctl,
     scoped,
@@ -69,113 +65,42 @@ FAST_SETTINGS = {
 }
 
 
-@dataclass
 class FaultStack(Stack):
-    broker: Broker = field(kw_only=True)
-    redis_server: RedisServer | None = field(default=None, kw_only=True)  # broker "redis"
-    vhost: str | None = field(default=None, kw_only=True)  # broker "amqp"
-    postgres: PostgresServer = field(kw_only=True)
-    faults: Path = field(kw_only=True)
-    named: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, kw_only=True)
-    _http: httpx.Client | None = field(default=None, kw_only=True)
+    """The harness's stack on private servers, whose processes a test starts, stops and kills
+    by name; its workers load the fault hooks (tests/faults/worker_hooks.py)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        env: dict[str, str],
+        logs: Path,
+        *,
+        broker: Broker,
+        postgres: PostgresServer,
+        faults: Path,
+        redis_server: RedisServer | None = None,  # broker "redis"
+        vhost: str | None = None,  # broker "amqp"
+    ) -> None:
+        super().__init__(database_url, env, logs, cwd=REPO)
+        self.broker = broker
+        self.postgres = postgres
+        self.faults = faults
+        self.redis_server = redis_server
+        self.vhost = vhost
+        self._http: httpx.Client | None = None
 
     # ----------------------------------------------------------------- processes
 
-    def start_receiver(self) -> None:
-        port = int(self.base_url.rsplit(":", 1)[1])
-        self._start("receiver", payhook("serve", "--port", str(port)))
-
-    def start_worker(self, name: str, *, concurrency: int = 1) -> subprocess.Popen[bytes]:
-        return self._start(
-            name,
-            payhook(
-                "worker",
-                "--concurrency",
-                str(concurrency),
-                "--pool",
-                "prefork",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{name}@%h",
-                "--include",
-                HOOKS,
-            ),
-        )
-
-    def start_beat(self) -> None:
-        self._start("beat", payhook("beat"))
-
-    def _start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
-        assert name not in self.named, f"{name} is already running"
-        with self.log_of(name).open("ab") as out:
-            # A session of its own, so that killing "the worker" kills its children too.
-            process = subprocess.Popen(
-                command,
-                env=self.env,
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.named[name] = process
-        self.processes.append(process)
-        return process
-
-    def log_of(self, name: str) -> Path:
-        return self.logs / f"{name}.log"
-
-    def log_text(self, name: str) -> str:
-        return self.log_of(name).read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        """Every started process is up: the receiver answers /readyz, workers say "ready."."""
-
-        def ready() -> bool:
-            self.check_alive()
-            for name in self.named:
-                if name == "receiver":
-                    try:
-                        answer = httpx.get(f"{self.base_url}/readyz", timeout=2)
-                    except httpx.TransportError:
-                        return False
-                    if answer.status_code != 200:
-                        return False
-                elif name == "beat":
-                    if "Scheduler: Sending" not in self.log_text(name):
-                        return False
-                elif "ready." not in self.log_text(name):
-                    return False
-            return True
-
-        wait_until(ready, f"the stack ({', '.join(self.named)}; logs in {self.logs})", timeout)
-
-    def terminate(self, name: str, timeout: float = 30) -> int:
-        """SIGTERM, as an orchestrator stops a process; return its exit status."""
-        process = self._forget(name)
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{name} did not stop within {timeout:.0f} s of SIGTERM") from None
-
-    def kill(self, name: str) -> None:
-        """SIGKILL the process and every process it started (an OOM kill, a lost host)."""
-        process = self._forget(name)
-        _kill_group(process)
-
-    def _forget(self, name: str) -> subprocess.Popen[bytes]:
-        process = self.named.pop(name)
-        self.processes.remove(process)
-        return process
+    def start_worker(  # type: ignore[override]
+        self, name: str, *, concurrency: int = 1
+    ) -> subprocess.Popen[bytes]:
+        return super().start_worker(name, concurrency=concurrency, extra=("--include", HOOKS))
 
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
-        for process in self.named.values():
-            _kill_group(process)
-        self.named.clear()
-        self.processes.clear()
+        for name in list(self.named):
+            self.kill(name)
         if self.redis_server is not None:
             self.redis_server.kill()
         if self.vhost is not None:
@@ -339,13 +264,6 @@ class FaultStack(Stack):
             cursor = conn.execute(sql, params)
             return list(cursor.fetchall()) if cursor.description else []
 
-    def wait_for(self, what: str, check: Any, timeout: float = 60) -> None:
-        def done() -> bool:
-            self.check_alive()
-            return bool(check())
-
-        wait_until(done, f"{what} (logs in {self.logs})", timeout)
-
     def wait_idle(self, timeout: float = 60) -> None:
         """The broker holds no task message any more: queued, scheduled or unacknowledged."""
         self.wait_for("the broker to be idle", lambda: self.broker_messages() == (0, 0), timeout)
@@ -420,7 +338,6 @@ def new_stack(
         broker_url = server.url
     faults = tmp_path / "faults"
     faults.mkdir()
-    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PAYHOOK_", "FAULTS_"))},
         "PYTHONPATH": str(REPO),
@@ -437,7 +354,6 @@ def new_stack(
     return FaultStack(
         database_url,
         env,
-        f"http://127.0.0.1:{port}",
         tmp_path,
         broker=broker,
         redis_server=server,
@@ -452,9 +368,3 @@ def hold_row_lock(conninfo: str, sql: str, *params: Any) -> psycopg.Connection[A
     conn = psycopg.connect(conninfo, connect_timeout=5)
     conn.execute(sql, params)
     return conn
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)

@@ -7,13 +7,10 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -29,6 +26,8 @@ from tasks.migrate import upgrade
 from tasks.storage.tables import deliveries, outcomes
 from tests.conftest import service_missing
 from worker.tooling.processes import free_port
+from worker.tooling.stack import Stack as ProcessStack
+from worker.tooling.stack import payhook
 
 DATABASE_URL = os.environ.get(
     "PAYHOOK_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/payhook_test"
@@ -145,13 +144,12 @@ def _without_password(url: str) -> str:
     return urlunsplit((parts.scheme, f"{netloc}:{parts.port or 5672}", parts.path, "", ""))
 
 
-@dataclass
-class Stack:
-    database_url: str
-    env: dict[str, str]
-    base_url: str
-    logs: Path
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+class Stack(ProcessStack):
+    """The tooling's stack of processes, with what the tests read back from its database."""
+
+    def __init__(self, database_url: str, env: dict[str, str], logs: Path, **kw: Any) -> None:
+        super().__init__(env, logs, **kw)
+        self.database_url = database_url
 
     def client(self) -> httpx.Client:
         return httpx.Client(
@@ -194,17 +192,6 @@ class Stack:
             f"deliveries: {self.count(deliveries)}; logs in {self.logs}"
         )
 
-    def check_alive(self) -> None:
-        for process in self.processes:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"{process.args} exited {process.returncode}; logs in {self.logs}"
-                )
-
-
-def payhook(*args: str) -> list[str]:
-    return [sys.executable, "-m", "worker.cli", *args]
-
 
 Broker = Literal["redis", "amqp"]
 
@@ -215,7 +202,6 @@ def running_stack(
 ) -> Iterator[Stack]:
     database = fresh_database(name)
     broker_url = fresh_amqp(name) if broker == "amqp" else fresh_redis()
-    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")},
         "PAYHOOK_DATA_DIR": str(tmp_path / "data"),
@@ -225,63 +211,16 @@ def running_stack(
         "PAYHOOK_STRIPE_WEBHOOK_SECRETS": STRIPE_SECRET,
         "PAYHOOK_STANDARD_WEBHOOK_SECRETS": f"shop={SHOP_SECRET}",
     }
-    stack = Stack(database, env, f"http://127.0.0.1:{port}", tmp_path)
+    stack = Stack(database, env, tmp_path)
     try:
-        stack.processes.append(
-            _start(payhook("serve", "--port", str(port)), env, tmp_path / "receiver.log")
-        )
-        stack.processes.append(
-            _start(
-                payhook(
-                    "worker",
-                    "--concurrency",
-                    str(worker_processes),
-                    "--pool",
-                    "prefork",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-n",
-                    f"{name}@%h",
-                ),
-                env,
-                tmp_path / "worker.log",
-            )
-        )
-        _wait_ready(stack)
+        stack.start_receiver()
+        stack.start_worker(concurrency=worker_processes, node=name)
+        stack.wait_ready()
         yield stack
     finally:
-        for process in stack.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in stack.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stack.stop()
         if broker == "amqp":
             drop_amqp(name)
-
-
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _wait_ready(stack: Stack) -> None:
-    deadline = time.monotonic() + 60
-    worker_log = stack.logs / "worker.log"
-    while time.monotonic() < deadline:
-        stack.check_alive()
-        try:
-            ready = httpx.get(f"{stack.base_url}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            ready = False
-        if ready and worker_log.exists() and b"ready." in worker_log.read_bytes():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the stack did not become ready in 60 s; logs in {stack.logs}")
 
 
 FLOWER_USER, FLOWER_PASSWORD = "operator", "integration-flower-password"
@@ -292,8 +231,7 @@ def start_flower(stack: Stack, *, worker: str, timeout: float = 60) -> str:
     receives the events of worker `worker` (its node name before the "@")."""
     port = free_port()
     env = {**stack.env, "PAYHOOK_FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"}
-    command = payhook("flower", "--port", str(port), "--address", "127.0.0.1")
-    stack.processes.append(_start(command, env, stack.logs / "flower.log"))
+    stack.start("flower", payhook("flower", "--port", str(port), "--address", "127.0.0.1"), env)
     base_url = f"http://127.0.0.1:{port}"
     online = f'flower_worker_online{{worker="{worker}@'
     deadline = time.monotonic() + timeout

@@ -4,7 +4,6 @@ countdown retries through native delayed delivery, per-consumer prefetch."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +14,7 @@ import pytest
 from celery import Celery
 
 from tasks.shims import PROCESS_DELIVERY
-from tests.integration.stack import Stack, rabbitmq_queues, running_stack
+from tests.integration.stack import Stack, rabbitmq_queues, running_stack, scoped
 from worker.settings import Settings
 from worker.taskqueue.app import DEAD_LETTER, QUEUE, create_app, task_queue
 
@@ -34,9 +33,7 @@ def client_settings(stack: Stack, tmp_path: Path) -> Settings:
 def stack_without_its_worker(tmp_path: Path, name: str) -> Iterator[Stack]:
     """A stack whose worker declared the queues, then stopped: messages stay where they are."""
     with running_stack(tmp_path, worker_processes=1, name=name, broker="amqp") as stack:
-        worker = stack.processes.pop()
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=30)
+        stack.terminate("worker")
         yield stack
 
 
@@ -63,7 +60,7 @@ def test_the_task_queue_is_a_quorum_queue_with_a_delivery_limit_and_a_dead_lette
     with running_stack(tmp_path, worker_processes=2, name=name, broker="amqp"):
         queues = rabbitmq_queues(name)
         consumers = subprocess.run(
-            ["rabbitmqctl", "-q", "list_consumers", "-p", name, "--formatter", "json"],
+            ["rabbitmqctl", "-q", "list_consumers", "-p", scoped(name), "--formatter", "json"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -90,7 +87,9 @@ def test_the_task_queue_is_a_quorum_queue_with_a_delivery_limit_and_a_dead_lette
     [consumer] = [c for c in json.loads(consumers) if c["queue_name"] == QUEUE]
     assert consumer["prefetch_count"] == 2
     assert consumer["ack_required"] is True
-    ours = [line.split("\t") for line in channels.splitlines() if line.startswith(name + "\t")]
+    ours = [
+        line.split("\t") for line in channels.splitlines() if line.startswith(scoped(name) + "\t")
+    ]
     assert ours
     assert {global_prefetch for _, global_prefetch in ours} == {"0"}
 

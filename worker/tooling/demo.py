@@ -8,8 +8,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +24,7 @@ from worker.cli.tables import deliveries_table
 from worker.settings import Settings
 from worker.signing.standard import sign_standard
 from worker.signing.stripe import sign_stripe
-from worker.tooling.processes import free_port, start, stop
+from worker.tooling.stack import Stack, StackError, payhook
 
 SAMPLES = Path(__file__).parent / "demo_samples"
 OUTCOME_TIMEOUT_S = 90
@@ -52,7 +50,6 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> int:
     stripe_secret = "whsec_" + secrets.token_hex(16)
     shop_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     token = secrets.token_urlsafe(16)
-    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")},
         "PAYHOOK_DATA_DIR": str(folder),
@@ -64,28 +61,17 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> int:
     demo_settings = Settings(data_dir=folder)
     console.print(f"[bold]payhook demo[/bold] on the embedded default in {folder}")
     migrations.upgrade(demo_settings.database)
-    payhook = [sys.executable, "-m", "worker.cli"]
-    processes = [
-        start([*payhook, "serve", "--port", str(port)], env, folder / "receiver.log"),
-        start(
-            [
-                *payhook,
-                "worker",
-                "--concurrency",
-                "1",
-                "--beat",
-                f"--schedule={folder / 'beat-schedule'}",
-            ],
-            env,
-            folder / "worker.log",
-        ),
-    ]
-    base = f"http://127.0.0.1:{port}"
+    stack = Stack(env, folder)
+    stack.start_receiver()
+    # One worker that also runs the sweeper's schedule (beat), as the embedded default allows.
+    stack.start("worker", payhook("worker", "--concurrency", "1", "--beat",
+                                  f"--schedule={folder / 'beat-schedule'}"))  # fmt: skip
+    base = stack.base_url
     try:
         with httpx.Client(
             base_url=base, timeout=10, headers={"Authorization": f"Bearer {token}"}
         ) as client:
-            _wait_ready(client, processes, console)
+            _wait_ready(stack, console)
             ok = _play(client, stripe_secret, shop_secret, demo_settings, console)
         if once:
             return 0 if ok else 1
@@ -93,14 +79,14 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> int:
             f"\nreceiver and API on {base} (token {token}); logs in {folder}. "
             "Ctrl-C stops the demo."
         )
-        while all(p.poll() is None for p in processes):
+        while all(p.poll() is None for p in stack.named.values()):
             time.sleep(1)
         console.print("[red]a demo process stopped; see its log[/red]")
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        stop(processes)
+        stack.stop()
 
 
 def _play(
@@ -355,18 +341,9 @@ def _api(
     return result
 
 
-def _wait_ready(
-    client: httpx.Client, processes: list[subprocess.Popen[bytes]], console: Console
-) -> None:
-    deadline = time.monotonic() + 60
+def _wait_ready(stack: Stack, console: Console) -> None:
     with console.status("starting the receiver, a worker and the sweeper …"):
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in processes):
-                raise SystemExit("payhook demo: a process failed to start; see its log")
-            try:
-                if client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-    raise SystemExit("payhook demo: the receiver did not become ready within 60 s")
+        try:
+            stack.wait_ready("receiver", timeout=60)
+        except StackError as error:
+            raise SystemExit(f"payhook demo: {error}") from None

@@ -10,16 +10,13 @@ import os
 import random
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +30,6 @@ from tasks.storage.engine import make_engine
 from worker.settings import Settings
 from worker.signing.stripe import sign_stripe
 from worker.tooling.invariants import Findings, check
-from worker.tooling.processes import children, free_port, start, stop
 from worker.tooling.servers import PrivatePostgres, PrivateRedis, ServerError
 from worker.tooling.soak.plan import Plan, PlannedPayment, Registration, make_plan
 from worker.tooling.soak.servers import (
@@ -43,6 +39,7 @@ from worker.tooling.soak.servers import (
     fresh_database,
     require_loopback,
 )
+from worker.tooling.stack import Stack, StackError
 
 # The sweeper re-publishes what a restarted Redis or a killed worker lost. Its wait must
 # outlast the longest queue the soak builds up, or a delivery that is merely waiting its turn
@@ -143,7 +140,7 @@ class _Soak:
         plan = make_plan(o.deliveries, self.rng)
         stack = _Stack(self._env(database_url, redis_url), self.folder, o.workers)
         self.cleanup.callback(stack.stop)
-        stack.start()
+        stack.start_all()
         engine = make_engine(database_url, pool_size=2)
         self.cleanup.callback(engine.dispose)
         schedule = self._schedule(stack, postgres, redis_server)
@@ -154,7 +151,7 @@ class _Soak:
             headers={"Authorization": f"Bearer {self.token}"},
             limits=httpx.Limits(max_connections=o.concurrency + 4),
         ) as client:
-            stack.wait_ready(client)
+            stack.wait_all_ready()
             self.sending_started = time.monotonic()
             self._register(client, plan, Registration.UPFRONT)
             # Faults fall due on the share of work done, sending and processing together, so
@@ -426,85 +423,43 @@ class _FaultThread(threading.Thread):
             raise self.error
 
 
-class _Stack:
-    """`payhook serve`, `payhook worker` (in a session of its own, so that SIGKILL reaches its
-    pool too) and `payhook beat`, each logging to a file in the soak's folder."""
+class _Stack(Stack):
+    """The harness's stack (worker/tooling/stack.py): `payhook serve`, `payhook beat` and a
+    worker whose faults replace it; each logs to a file in the soak's folder."""
 
     def __init__(self, env: dict[str, str], folder: Path, workers: int) -> None:
-        self.env = env
-        self.folder = folder
+        super().__init__(env, folder)
         self.workers = workers
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.receiver: subprocess.Popen[bytes] | None = None
-        self.beat: subprocess.Popen[bytes] | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
-        self.worker_log = folder / "worker-1.log"
         self.worker_starts = 0
         self.restarting = threading.Lock()  # held while a fault replaces the worker
 
-    def start(self) -> None:
-        payhook = [sys.executable, "-m", "worker.cli"]
-        self.receiver = self._start([*payhook, "serve", "--port", str(self.port)], "receiver.log")
-        self.beat = self._start([*payhook, "beat"], "beat.log")
+    def start_all(self) -> None:
+        self.start_receiver()
+        self.start_beat()
         self._start_worker()
 
     def _start_worker(self) -> None:
         self.worker_starts += 1
-        self.worker_log = self.folder / f"worker-{self.worker_starts}.log"
-        self.worker = self._start(
-            [
-                sys.executable,
-                "-m",
-                "worker.cli",
-                "worker",
-                "--concurrency",
-                str(self.workers),
-                "--pool",
-                "prefork",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"soak{self.worker_starts}@%h",
-            ],
-            self.worker_log.name,
-            session=True,
-        )
+        self.start_worker(concurrency=self.workers, node=f"soak{self.worker_starts}")
 
-    def wait_ready(self, client: httpx.Client) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                ready = client.get("/readyz").status_code == 200
-            except httpx.TransportError:
-                ready = False
-            if ready and self._worker_ready():
-                return
-            time.sleep(0.2)
-        raise SoakError(f"the stack did not become ready within {READY_TIMEOUT_S}s")
-
-    def _worker_ready(self) -> bool:
-        return self.worker_log.exists() and b"ready." in self.worker_log.read_bytes()
+    def wait_all_ready(self) -> None:
+        try:
+            self.wait_ready(timeout=READY_TIMEOUT_S)
+        except StackError as error:
+            raise SoakError(str(error)) from None
 
     def kill_worker_child(self, rng: random.Random) -> str:
-        assert self.worker is not None
-        pool = children(self.worker.pid)
-        if not pool:
+        victim = self.kill_child("worker", rng)
+        if victim is None:
             return "no worker child to kill (the pool was restarting)"
-        victim = rng.choice(pool)
-        os.kill(victim, signal.SIGKILL)
         return f"SIGKILL to worker child {victim} (the worker starts another)"
 
     def kill_worker(self) -> str:
         with self.restarting:
-            assert self.worker is not None
-            old = self.worker.pid
-            os.killpg(old, signal.SIGKILL)
-            self.worker.wait(timeout=30)
+            old = self.kill("worker")
             self._start_worker()
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not self._worker_ready():
+        while not self.ready("worker"):
             if time.monotonic() > deadline:
                 raise SoakError(f"the restarted worker was not ready within {READY_TIMEOUT_S}s")
             self.check_alive()
@@ -515,29 +470,11 @@ class _Stack:
         if not self.restarting.acquire(blocking=False):
             return  # a fault is replacing the worker right now
         try:
-            self._check_alive()
+            super().check_alive()
+        except StackError as error:
+            raise SoakError(str(error)) from None
         finally:
             self.restarting.release()
-
-    def _check_alive(self) -> None:
-        for name, process in (
-            ("receiver", self.receiver),
-            ("beat", self.beat),
-            ("worker", self.worker),
-        ):
-            if process is not None and process.poll() is not None:
-                raise SoakError(f"the {name} exited ({process.returncode}); see its log")
-
-    def stop(self) -> None:
-        stop([p for p in (self.receiver, self.beat, self.worker) if p is not None])
-        if self.worker is not None:
-            with suppress(ProcessLookupError):  # its pool, if the SIGTERM left any behind
-                os.killpg(self.worker.pid, signal.SIGKILL)
-
-    def _start(
-        self, command: list[str], log: str, *, session: bool = False
-    ) -> subprocess.Popen[bytes]:
-        return start(command, self.env, self.folder / log, new_session=session)
 
 
 def _counts(engine: Engine) -> tuple[int, int] | None:

@@ -123,6 +123,7 @@ def _payment(row: Any) -> dict[str, Any]:
         "currency": row.currency,
         "state": row.state,
         "refunded_amount": row.refunded_amount,
+        "disputed_amount": row.disputed_amount,
         "confirmed_by": row.confirmed_by,
         "created_at": _iso(row.created_at),
         "updated_at": _iso(row.updated_at),
@@ -162,7 +163,7 @@ def order(conn: Connection, reference: str) -> dict[str, Any] | None:
     row = conn.execute(select(orders).where(orders.c.reference == reference)).one_or_none()
     if row is None:
         return None
-    net = row.paid_amount - row.refunded_amount
+    net = row.paid_amount - row.refunded_amount - row.disputed_amount
     return {
         "id": row.id,
         "reference": row.reference,
@@ -171,6 +172,7 @@ def order(conn: Connection, reference: str) -> dict[str, Any] | None:
         "status": "paid" if net >= row.total else "pending",
         "paid_amount": row.paid_amount,
         "refunded_amount": row.refunded_amount,
+        "disputed_amount": row.disputed_amount,
         "overpaid_amount": max(0, net - row.total),
         "created_at": _iso(row.created_at),
         "payments": [

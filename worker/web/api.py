@@ -103,6 +103,7 @@ def post_payment(payment: PaymentIn, rt: ApiRuntime) -> dict[str, Any]:
                 amount=payment.amount,
                 currency=payment.currency,
                 now=rt.now(),
+                publish=rt.try_publish,  # wakes the deliveries that arrived before it
             )
         except OrderNotFound as error:
             raise HttpError(404, str(error)) from None

@@ -136,6 +136,7 @@ async def post_confirm(
                 rt.now(),
                 idempotency_key=idempotency_key,
                 request_fingerprint=fingerprint,
+                publish=rt.try_publish,  # wakes deliveries waiting for the capture
             )
         )
     if result.status is ConfirmStatus.NOT_FOUND:

@@ -8,14 +8,19 @@ from enum import StrEnum
 
 
 class Action(StrEnum):
-    CONFIRM = "confirm"
-    FAIL = "fail"
-    CANCEL = "cancel"
+    AUTHORIZE = "authorize"  # money held on the buyer's account, not captured
+    CONFIRM = "confirm"  # money captured
+    FAIL = "fail"  # an attempt to pay failed (the buyer may try again)
+    CAPTURE_FAILED = "capture_failed"  # the capture of an authorisation did not go through
+    CANCEL = "cancel"  # canceled or expired before any capture
     REFUND = "refund"
-    REFUND_FAILED = "refund_failed"  # a refund reported earlier did not go through
+    REFUND_FAILED = "refund_failed"  # a refund did not go through, or was reversed
     CANCEL_OR_REFUND = "cancel_or_refund"  # cancel if not captured yet, else refund in full
-    DISPUTE = "dispute"  # a dispute (chargeback) opened
-    DISPUTE_CLOSED = "dispute_closed"
+    # Dispute (chargeback) events; `PaymentEvent.dispute_stage` orders one dispute's events.
+    DISPUTE = "dispute"  # a dispute opened: no money moves yet
+    DISPUTE_FUNDS_WITHDRAWN = "dispute_funds_withdrawn"  # the disputed money was taken
+    DISPUTE_FUNDS_REINSTATED = "dispute_funds_reinstated"  # and given back
+    DISPUTE_CLOSED = "dispute_closed"  # won (the money stays or returns) or lost (it is gone)
     UNSUPPORTED = "unsupported"
 
 
@@ -49,6 +54,9 @@ class PaymentEvent:
     alias: str | None = None
     dispute_reference: str | None = None
     dispute_won: bool | None = None  # set when a dispute closes
+    # Where the event stands in its dispute's life, as its provider defines it: a dispute
+    # event older than one already applied changes nothing, whatever order they arrive in.
+    dispute_stage: int | None = None
 
     @property
     def key(self) -> EventKey:

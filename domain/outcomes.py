@@ -13,7 +13,8 @@ class OutcomeKind(StrEnum):
     IGNORED = "ignored"
     UNMATCHED = "unmatched"
     DEAD = "dead"
-    # Never recorded: the delivery waits (payment not registered yet) and is retried.
+    # Never recorded: the delivery waits in the database (no payment yet, or the payment has
+    # not reached the state the event needs) and is tried again when woken.
     DEFERRED = "deferred"
 
 
@@ -27,7 +28,7 @@ class Reason(StrEnum):
     UNSUPPORTED_EVENT = "unsupported_event"
     STALE = "stale"
     NO_PAYMENT = "no_payment"
-    AWAITING_CONFIRMATION = "awaiting_confirmation"
+    AWAITING_STATE = "awaiting_state"  # the payment has not reached the state the event needs
     MALFORMED_EVENT = "malformed_event"
     PROCESSING_ERROR = "processing_error"
     RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
@@ -85,8 +86,13 @@ class Outcome:
     def dead(cls, reason: Reason) -> Outcome:
         return cls(OutcomeKind.DEAD, reason)
 
+    @classmethod
+    def awaiting_state(cls, payment_id: int) -> Outcome:
+        return cls(OutcomeKind.DEFERRED, Reason.AWAITING_STATE, payment_id=payment_id)
+
     def expire(self) -> Outcome:
-        """What a deferred outcome becomes once its grace period is over."""
-        if self.reason is Reason.AWAITING_CONFIRMATION:
-            return Outcome.rejected(Reason.INVALID_TRANSITION, self.payment_id)
-        return Outcome(OutcomeKind.UNMATCHED, Reason.NO_PAYMENT, payment_id=self.payment_id)
+        """What a deferred outcome becomes once its wait is over: `unmatched`, replayable."""
+        reason = (
+            Reason.AWAITING_STATE if self.reason is Reason.AWAITING_STATE else Reason.NO_PAYMENT
+        )
+        return Outcome(OutcomeKind.UNMATCHED, reason, payment_id=self.payment_id)

@@ -1,4 +1,11 @@
-"""Orders and payments as a state machine; every event gets a decision, never an exception."""
+"""Orders and payments as a state machine; every event gets a decision, never an exception.
+
+Money moves only when it really moves: an authorisation holds money and pays nothing; a
+capture pays; a refund or a dispute's withdrawal takes money back, and a reinstatement returns
+it. Each decision is the same whatever order a payment's events arrive in: an event that needs
+a state the payment has not reached waits for it (deferred), a refund that failed keeps its
+late success from applying, and a dispute's older stage never undoes a newer one.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,8 @@ from domain.outcomes import Outcome, Reason
 class PaymentState(StrEnum):
     CREATED = "created"
     PENDING = "pending"
-    CONFIRMED = "confirmed"
+    AUTHORIZED = "authorized"  # money held on the buyer's account, not captured
+    CONFIRMED = "confirmed"  # captured
     FAILED = "failed"
     CANCELED = "canceled"
     REFUNDED = "refunded"
@@ -23,6 +31,11 @@ class OrderStatus(StrEnum):
     PAID = "paid"
 
 
+class RefundStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # kept, so that a success delivered after its failure never applies
+
+
 class DisputeStatus(StrEnum):
     OPEN = "open"
     WON = "won"
@@ -31,17 +44,23 @@ class DisputeStatus(StrEnum):
 
 # Stripe lets a PaymentIntent succeed after a failed attempt, so `failed` is not final.
 _OPEN = frozenset({PaymentState.CREATED, PaymentState.PENDING, PaymentState.FAILED})
+_UNCAPTURED = _OPEN | {PaymentState.AUTHORIZED}
 _SETTLED = frozenset({PaymentState.CONFIRMED, PaymentState.REFUNDED})
-# Only these events consult a payment's earlier refunds and disputes.
-_WITH_HISTORY = frozenset(
+_DISPUTES = frozenset(
     {
-        Action.REFUND,
-        Action.REFUND_FAILED,
-        Action.CANCEL_OR_REFUND,
         Action.DISPUTE,
+        Action.DISPUTE_FUNDS_WITHDRAWN,
+        Action.DISPUTE_FUNDS_REINSTATED,
         Action.DISPUTE_CLOSED,
     }
 )
+# Only these events consult a payment's earlier refunds and disputes.
+_WITH_HISTORY = _DISPUTES | {
+    Action.REFUND,
+    Action.REFUND_FAILED,
+    Action.CANCEL_OR_REFUND,
+    Action.CAPTURE_FAILED,
+}
 
 
 def needs_history(action: Action) -> bool:
@@ -51,7 +70,8 @@ def needs_history(action: Action) -> bool:
 
 @dataclass(slots=True)
 class Order:
-    """An order is paid once confirmed payments minus refunds reach its total."""
+    """An order is paid once captured money, less refunds and money lost to disputes,
+    reaches its total."""
 
     id: int
     reference: str
@@ -59,10 +79,11 @@ class Order:
     currency: str
     paid_amount: int = 0
     refunded_amount: int = 0
+    disputed_amount: int = 0  # withdrawn by disputes (chargebacks) and not returned
 
     @property
     def net_paid(self) -> int:
-        return self.paid_amount - self.refunded_amount
+        return self.paid_amount - self.refunded_amount - self.disputed_amount
 
     @property
     def status(self) -> OrderStatus:
@@ -74,9 +95,17 @@ class Order:
 
 
 @dataclass(slots=True)
+class Refund:
+    amount: int
+    status: RefundStatus = RefundStatus.SUCCEEDED
+
+
+@dataclass(slots=True)
 class Dispute:
     amount: int
     status: DisputeStatus = DisputeStatus.OPEN
+    withdrawn: int = 0  # what the dispute has taken and not given back
+    stage: int = 0  # the provider's stage of the newest event applied
 
 
 @dataclass(slots=True)
@@ -90,41 +119,61 @@ class Payment:
     state: PaymentState = PaymentState.PENDING
     confirmed_by: int | None = None  # the delivery that confirmed it; None when done by hand
     refunded_amount: int = 0
-    refunds: dict[str, int] = field(default_factory=dict)  # refund reference -> amount
+    refunds: dict[str, Refund] = field(default_factory=dict)  # by refund reference
     disputes: dict[str, Dispute] = field(default_factory=dict)
+    disputed_amount: int = 0
 
     def apply(self, event: PaymentEvent, order: Order, delivery_id: int) -> Outcome:
         """Decide what `event` does to this payment (and its order), and do it."""
         if event.currency is not None and event.currency != self.currency:
             return Outcome.rejected(Reason.CURRENCY_MISMATCH, self.id)
         match event.action:
+            case Action.AUTHORIZE:
+                return self._authorize(event)
             case Action.CONFIRM:
                 return self._confirm(event, order, delivery_id)
             case Action.FAIL:
                 return self._close(PaymentState.FAILED)
+            case Action.CAPTURE_FAILED:
+                return self._capture_failed(order)
             case Action.CANCEL:
                 return self._close(PaymentState.CANCELED)
             case Action.REFUND:
                 return self._refund(event.refund_reference or event.event_id, event.amount, order)
             case Action.REFUND_FAILED:
-                return self._reverse_refund(event.refund_reference or "", order)
+                return self._refund_failed(event.refund_reference or "", event.amount, order)
             case Action.CANCEL_OR_REFUND:
-                if self.state in _OPEN:
+                if self.state in _UNCAPTURED:
                     return self._close(PaymentState.CANCELED)
                 return self._refund(event.refund_reference or event.event_id, None, order)
-            case Action.DISPUTE:
-                return self._open_dispute(event)
-            case Action.DISPUTE_CLOSED:
-                return self._close_dispute(event, order)
+        if event.action in _DISPUTES:
+            return self._dispute(event, order)
         return Outcome.ignored(Reason.UNSUPPORTED_EVENT, self.id)
 
     def confirm_manually(self, order: Order) -> Outcome:
         """A confirmation by an operator or the host application, not by a provider."""
         if self.state is PaymentState.CONFIRMED:
             return Outcome.already_in_state(self.id, self.confirmed_by)
-        if self.state not in _OPEN:
+        if self.state not in _UNCAPTURED:
             return Outcome.rejected(Reason.INVALID_TRANSITION, self.id)
         return self._move_to_confirmed(order, None)
+
+    @property
+    def _net(self) -> int:
+        """What of the captured amount is still the merchant's."""
+        return self.amount - self.refunded_amount - self.disputed_amount
+
+    def _authorize(self, event: PaymentEvent) -> Outcome:
+        if event.amount is not None and event.amount != self.amount:
+            return Outcome.rejected(Reason.AMOUNT_MISMATCH, self.id)
+        if self.state is PaymentState.AUTHORIZED or self.state in _SETTLED:
+            # Held already, or captured: a capture implies its authorisation.
+            return Outcome.already_in_state(self.id, None)
+        if self.state is PaymentState.CANCELED:
+            return Outcome.ignored(Reason.STALE, self.id)  # the hold was voided meanwhile
+        transition = f"{self.state}->{PaymentState.AUTHORIZED}"
+        self.state = PaymentState.AUTHORIZED
+        return Outcome.applied(transition, self.id)
 
     def _confirm(self, event: PaymentEvent, order: Order, delivery_id: int) -> Outcome:
         if event.amount is not None and event.amount != self.amount:
@@ -133,7 +182,7 @@ class Payment:
             return Outcome.already_in_state(self.id, self.confirmed_by)
         if self.state is PaymentState.REFUNDED:
             return Outcome.ignored(Reason.STALE, self.id)
-        if self.state not in _OPEN:
+        if self.state not in _UNCAPTURED:
             return Outcome.rejected(Reason.INVALID_TRANSITION, self.id)
         return self._move_to_confirmed(order, delivery_id)
 
@@ -147,22 +196,44 @@ class Payment:
     def _close(self, target: PaymentState) -> Outcome:
         if self.state is target:
             return Outcome.already_in_state(self.id, None)
-        if self.state not in _OPEN:
+        if self.state not in _UNCAPTURED or (
+            # Providers fail an attempt to pay, never a hold: a failure beside an
+            # authorisation is an earlier attempt's, whichever arrives first.
+            target is PaymentState.FAILED and self.state is PaymentState.AUTHORIZED
+        ):
             # A failure or cancellation that arrives after the payment settled changes nothing.
             return Outcome.ignored(Reason.STALE, self.id)
         transition = f"{self.state}->{target}"
         self.state = target
         return Outcome.applied(transition, self.id)
 
-    def _refund(self, reference: str, amount: int | None, order: Order) -> Outcome:
+    def _capture_failed(self, order: Order) -> Outcome:
+        """The capture of a hold did not go through (Adyen's CAPTURE_FAILED)."""
+        if self.state is PaymentState.FAILED:
+            return Outcome.already_in_state(self.id, None)
         if self.state in _OPEN:
-            # The confirmation is probably still on its way: wait for it.
-            return Outcome.deferred(Reason.AWAITING_CONFIRMATION, self.id)
+            return Outcome.awaiting_state(self.id)  # its authorisation is still on its way
+        if self.state is PaymentState.CONFIRMED and not self.refunds and not self.disputes:
+            # Under automatic capture the authorisation counted as captured: take it back.
+            order.paid_amount -= self.amount
+            self.confirmed_by = None
+        elif self.state is not PaymentState.AUTHORIZED:
+            return Outcome.ignored(Reason.STALE, self.id)
+        transition = f"{self.state}->{PaymentState.FAILED}"
+        self.state = PaymentState.FAILED
+        return Outcome.applied(transition, self.id)
+
+    def _refund(self, reference: str, amount: int | None, order: Order) -> Outcome:
+        known = self.refunds.get(reference)
+        if known is not None:
+            if known.status is RefundStatus.FAILED:
+                return Outcome.ignored(Reason.STALE, self.id)  # its failure came first
+            return Outcome.already_in_state(self.id, None)
+        if self.state in _UNCAPTURED:
+            return Outcome.awaiting_state(self.id)  # the capture is probably on its way
         if self.state is PaymentState.CANCELED:
             return Outcome.rejected(Reason.INVALID_TRANSITION, self.id)
-        if reference in self.refunds:
-            return Outcome.already_in_state(self.id, None)
-        remaining = self.amount - self.refunded_amount
+        remaining = self._net
         if amount is None:
             amount = remaining
         if amount <= 0 or amount > remaining:
@@ -170,7 +241,7 @@ class Payment:
                 return Outcome.already_in_state(self.id, None)
             return Outcome.rejected(Reason.AMOUNT_MISMATCH, self.id)
         before = self.state
-        self.refunds[reference] = amount
+        self.refunds[reference] = Refund(amount)
         self.refunded_amount += amount
         order.refunded_amount += amount
         if self.refunded_amount == self.amount:
@@ -178,49 +249,69 @@ class Payment:
         transition = "refund:partial" if before is self.state else f"{before}->{self.state}"
         return Outcome.applied(transition, self.id)
 
-    def _reverse_refund(self, reference: str, order: Order) -> Outcome:
-        amount = self.refunds.pop(reference, None)
-        if amount is None:
-            return Outcome.ignored(Reason.STALE, self.id)
+    def _refund_failed(self, reference: str, amount: int | None, order: Order) -> Outcome:
+        known = self.refunds.get(reference)
+        if known is None:
+            # Its success may still be on its way: remember the failure, so it never applies.
+            self.refunds[reference] = Refund(amount or 0, RefundStatus.FAILED)
+            return Outcome.applied("refund:failed", self.id)
+        if known.status is RefundStatus.FAILED:
+            return Outcome.already_in_state(self.id, None)
         before = self.state
-        self.refunded_amount -= amount
-        order.refunded_amount -= amount
+        known.status = RefundStatus.FAILED
+        self.refunded_amount -= known.amount
+        order.refunded_amount -= known.amount
         if self.state is PaymentState.REFUNDED:
             self.state = PaymentState.CONFIRMED
         transition = "refund:reversed" if before is self.state else f"{before}->{self.state}"
         return Outcome.applied(transition, self.id)
 
-    def _open_dispute(self, event: PaymentEvent) -> Outcome:
+    def _dispute(self, event: PaymentEvent, order: Order) -> Outcome:
+        """Move a dispute to the event's stage, and the money with it."""
         reference = event.dispute_reference or event.event_id
-        if reference in self.disputes:
-            return Outcome.already_in_state(self.id, None)
-        if self.state not in _SETTLED:
-            return Outcome.deferred(Reason.AWAITING_CONFIRMATION, self.id)
-        amount = self.amount if event.amount is None else event.amount
-        self.disputes[reference] = Dispute(amount)
-        return Outcome.applied("dispute:opened", self.id)
-
-    def _close_dispute(self, event: PaymentEvent, order: Order) -> Outcome:
-        reference = event.dispute_reference or event.event_id
+        stage = event.dispute_stage or 0
         dispute = self.disputes.get(reference)
+        if dispute is not None and stage <= dispute.stage:
+            if stage == dispute.stage:
+                return Outcome.already_in_state(self.id, None)
+            return Outcome.ignored(Reason.STALE, self.id)  # a later stage is applied already
+        if self.state not in _SETTLED:
+            return Outcome.awaiting_state(self.id)  # only captured money can be disputed
         if dispute is None:
-            if self.state not in _SETTLED:
-                return Outcome.deferred(Reason.AWAITING_CONFIRMATION, self.id)
-            dispute = self.disputes[reference] = Dispute(
-                self.amount if event.amount is None else event.amount
-            )
-        if dispute.status is not DisputeStatus.OPEN:
-            return Outcome.already_in_state(self.id, None)
-        if event.dispute_won:
-            dispute.status = DisputeStatus.WON
-            return Outcome.applied("dispute:won", self.id)
-        dispute.status = DisputeStatus.LOST
-        # A lost dispute takes the money back, like a refund the merchant did not choose.
-        amount = min(dispute.amount, self.amount - self.refunded_amount)
-        if amount > 0:
-            self.refunds[f"dispute:{reference}"] = amount
-            self.refunded_amount += amount
-            order.refunded_amount += amount
-            if self.refunded_amount == self.amount:
-                self.state = PaymentState.REFUNDED
-        return Outcome.applied("dispute:lost", self.id)
+            amount = self.amount if event.amount is None else event.amount
+            dispute = self.disputes[reference] = Dispute(amount)
+        transition, status, withdrawn = _DISPUTE_MOVES[event.action](event, dispute)
+        # Never more than what is still the merchant's (refunds came first).
+        withdrawn = min(withdrawn, self._net + dispute.withdrawn)
+        moved = withdrawn - dispute.withdrawn
+        dispute.stage, dispute.status, dispute.withdrawn = stage, status, withdrawn
+        self.disputed_amount += moved
+        order.disputed_amount += moved
+        return Outcome.applied(transition, self.id)
+
+
+def _opened(event: PaymentEvent, dispute: Dispute) -> tuple[str, DisputeStatus, int]:
+    return "dispute:opened", DisputeStatus.OPEN, dispute.withdrawn
+
+
+def _withdrawn(event: PaymentEvent, dispute: Dispute) -> tuple[str, DisputeStatus, int]:
+    return "dispute:funds_withdrawn", DisputeStatus.OPEN, dispute.amount
+
+
+def _reinstated(event: PaymentEvent, dispute: Dispute) -> tuple[str, DisputeStatus, int]:
+    return "dispute:funds_reinstated", DisputeStatus.OPEN, 0
+
+
+def _closed(event: PaymentEvent, dispute: Dispute) -> tuple[str, DisputeStatus, int]:
+    if event.dispute_won:
+        return "dispute:won", DisputeStatus.WON, 0
+    lost = dispute.amount if event.amount is None else event.amount
+    return "dispute:lost", DisputeStatus.LOST, lost
+
+
+_DISPUTE_MOVES = {
+    Action.DISPUTE: _opened,
+    Action.DISPUTE_FUNDS_WITHDRAWN: _withdrawn,
+    Action.DISPUTE_FUNDS_REINSTATED: _reinstated,
+    Action.DISPUTE_CLOSED: _closed,
+}

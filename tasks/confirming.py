@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -36,8 +37,10 @@ def confirm_payment(
     *,
     idempotency_key: str | None = None,
     request_fingerprint: str = "",
+    publish: Callable[[int], object] | None = None,
 ) -> Confirmation:
-    """Confirm by hand, locking order then payment like a webhook does."""
+    """Confirm by hand, locking order then payment like a webhook does; deliveries waiting
+    for the capture (a refund that came first) are woken and given to `publish`."""
     with uow:
         if idempotency_key is not None:
             stored = _stored(uow, idempotency_key, request_fingerprint)
@@ -49,8 +52,11 @@ def confirm_payment(
         order, payment = locked
         before = copy.deepcopy(payment)
         outcome = payment.confirm_manually(order)
+        woken: list[int] = []
         if outcome.kind is OutcomeKind.APPLIED:
             uow.payments.save(order, payment, before, now)
+            if publish is not None:
+                woken = uow.deliveries.wake_awaiting_payment(payment_id, now)
             status = ConfirmStatus.CONFIRMED
         elif outcome.kind is OutcomeKind.ACKNOWLEDGED_DUPLICATE:
             status = ConfirmStatus.ALREADY_CONFIRMED
@@ -63,6 +69,9 @@ def confirm_payment(
             uow.rollback()  # a concurrent request with the same key answered first
         else:
             uow.commit()
+            for delivery_id in woken:
+                if publish is not None:
+                    publish(delivery_id)
             return Confirmation(status, view)
     with uow:
         stored = _stored(uow, idempotency_key or "", request_fingerprint)

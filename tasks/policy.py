@@ -6,6 +6,8 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from domain.outcomes import Reason
+
 _RNG = random.Random()
 
 
@@ -13,8 +15,14 @@ _RNG = random.Random()
 class RetryPolicy:
     # A payment may be registered by the host after the provider's webhook arrives.
     unmatched_grace: timedelta = timedelta(minutes=10)
+    # A refund, capture or dispute may arrive before the event it depends on, which the
+    # provider may retry for days (after a 503, say): wait as long as they retry.
+    await_state: timedelta = timedelta(days=3)
+    # Between two attempts of a waiting delivery. One waiting on a payment's state is woken
+    # by that state's change; its own attempts are only a backstop, so they may be rare.
     deferral_base_s: float = 2.0
     deferral_cap_s: float = 60.0
+    awaiting_state_cap_s: float = 600.0
     transient_base_s: float = 0.5
     transient_cap_s: float = 30.0
     # Broker retries of one task message, deferrals and transient errors together.
@@ -33,15 +41,26 @@ class RetryPolicy:
     def grace_over(self, received_at: datetime, now: datetime) -> bool:
         return now - received_at >= self.unmatched_grace
 
-    def deferral_delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        return _backoff(attempt, self.deferral_base_s, self.deferral_cap_s, rng)
+    def wait_over(self, reason: Reason | None, since: datetime, now: datetime) -> bool:
+        """Whether a delivery deferred for `reason` has waited as long as it may."""
+        if reason is Reason.AWAITING_STATE:
+            return now - since >= self.await_state
+        return self.grace_over(since, now)
+
+    def deferral_delay(
+        self, attempt: int, rng: random.Random | None = None, reason: Reason | None = None
+    ) -> float:
+        cap = self.awaiting_state_cap_s if reason is Reason.AWAITING_STATE else self.deferral_cap_s
+        return _backoff(attempt, self.deferral_base_s, cap, rng)
 
     def transient_delay(self, attempt: int, rng: random.Random | None = None) -> float:
         return _backoff(attempt, self.transient_base_s, self.transient_cap_s, rng)
 
     @property
     def longest_countdown_s(self) -> float:
-        return max(self.deferral_cap_s, self.transient_cap_s)
+        """The longest broker countdown: only transient errors retry through the broker
+        (a deferred delivery waits in the database)."""
+        return self.transient_cap_s
 
 
 def _backoff(attempt: int, base: float, cap: float, rng: random.Random | None) -> float:

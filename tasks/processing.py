@@ -9,11 +9,14 @@ from datetime import datetime, timedelta
 from domain.events import Action, MalformedEvent, PaymentEvent
 from domain.outcomes import Outcome, OutcomeKind, Reason
 from domain.payments import needs_history
+from domain.providers import DEFAULT_READING, Reading
 from tasks.policy import RetryPolicy
 from tasks.storage.records import DeliveryRecord
 from tasks.storage.uow import UnitOfWork
 
 _AGREES = frozenset({OutcomeKind.APPLIED, OutcomeKind.ACKNOWLEDGED_DUPLICATE})
+# Outcomes a later attempt could change: their event's claim goes back.
+_RELEASES_CLAIM = frozenset({OutcomeKind.UNMATCHED, OutcomeKind.DEAD})
 
 
 class UnknownDelivery(LookupError):
@@ -22,19 +25,25 @@ class UnknownDelivery(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class Processed:
-    """What became of one attempt; `retry_in` is set when the delivery was deferred."""
+    """What became of one attempt: `retry_in` is set when the delivery was deferred (seconds
+    to its next attempt); `woken` are deliveries waiting on this change, to publish now."""
 
     delivery_id: int
     provider: str
     event_id: str
     outcome: Outcome
     retry_in: float | None = None
+    woken: tuple[int, ...] = ()
 
     @classmethod
     def of(
-        cls, delivery: DeliveryRecord, outcome: Outcome, retry_in: float | None = None
+        cls,
+        delivery: DeliveryRecord,
+        outcome: Outcome,
+        retry_in: float | None = None,
+        woken: tuple[int, ...] = (),
     ) -> Processed:
-        return cls(delivery.id, delivery.provider, delivery.event_id, outcome, retry_in)
+        return cls(delivery.id, delivery.provider, delivery.event_id, outcome, retry_in, woken)
 
     def as_dict(self) -> dict[str, object]:
         """The small dict a task returns, so that Flower shows the outcome."""
@@ -51,25 +60,64 @@ class Processed:
 
 
 def process_delivery(
-    delivery_id: int, uow: UnitOfWork, now: datetime, policy: RetryPolicy
+    delivery_id: int,
+    uow: UnitOfWork,
+    now: datetime,
+    policy: RetryPolicy,
+    reading: Reading = DEFAULT_READING,
 ) -> Processed:
     with uow:
         delivery = _lock(uow, delivery_id)
         if delivery.outcome is not None:  # redelivered by the broker, or re-published
             return Processed.of(delivery, delivery.outcome)
-        outcome = _decide(uow, delivery, now)
-        if not outcome.is_deferred or policy.grace_over(delivery.waiting_since, now):
-            if outcome.is_deferred:
-                outcome = outcome.expire()
-            _finish(uow, delivery.id, outcome, now)
-            return Processed.of(delivery, outcome)
-        # Leave the transaction without committing: the claim goes back, so the next attempt
-        # (or a duplicate delivered meanwhile) starts afresh once the payment exists.
-    retry_in = policy.deferral_delay(delivery.attempts)
-    with uow:
-        uow.deliveries.defer(delivery.id, now + timedelta(seconds=retry_in))
-        uow.commit()
+        event, outcome = _decide(uow, delivery, now, reading)
+        if outcome.is_deferred and not policy.wait_over(
+            outcome.reason, delivery.waiting_since, now
+        ):
+            return _defer(uow, delivery, event, outcome, now, policy)
+        if outcome.is_deferred:
+            outcome = outcome.expire()  # unmatched: replayable, and its claim given back
+        woken = _wake_waiting(uow, event, outcome, now)
+        _finish(uow, delivery.id, outcome, now)
+    return Processed.of(delivery, outcome, woken=woken)
+
+
+def _defer(
+    uow: UnitOfWork,
+    delivery: DeliveryRecord,
+    event: PaymentEvent | None,
+    outcome: Outcome,
+    now: datetime,
+    policy: RetryPolicy,
+) -> Processed:
+    """Wait in the database for the payment, or for its state; the decision changed nothing,
+    and the claim goes back, so that a resend of the event meanwhile starts afresh."""
+    retry_in = policy.deferral_delay(delivery.attempts, reason=outcome.reason)
+    reference = (
+        event.payment_reference if event is not None and outcome.payment_id is None else None
+    )
+    uow.idempotency_keys.release(delivery.id)
+    uow.deliveries.defer(
+        delivery.id,
+        now + timedelta(seconds=retry_in),
+        awaiting_payment_id=outcome.payment_id,
+        awaiting_reference=reference,
+    )
+    uow.commit()
     return Processed.of(delivery, outcome, retry_in)
+
+
+def _wake_waiting(
+    uow: UnitOfWork, event: PaymentEvent | None, outcome: Outcome, now: datetime
+) -> tuple[int, ...]:
+    """Deliveries waiting on what this change did: the payment's new state, or the payment
+    now known under another reference of the event."""
+    if outcome.kind is not OutcomeKind.APPLIED or outcome.payment_id is None or event is None:
+        return ()
+    woken = uow.deliveries.wake_awaiting_payment(outcome.payment_id, now)
+    if event.alias is not None:
+        woken += uow.deliveries.wake_awaiting_reference(event.provider, event.alias, now)
+    return tuple(woken)
 
 
 def note_redelivery(
@@ -108,6 +156,8 @@ def _finish(uow: UnitOfWork, delivery_id: int, outcome: Outcome, now: datetime) 
     """Record the delivery's one outcome and commit it with everything the decision changed."""
     uow.outcomes.record(delivery_id, outcome, now)
     uow.deliveries.mark_processed(delivery_id)
+    if outcome.kind in _RELEASES_CLAIM:
+        uow.idempotency_keys.release(delivery_id)  # the provider's resend processes normally
     uow.commit()
 
 
@@ -118,21 +168,23 @@ def _lock(uow: UnitOfWork, delivery_id: int) -> DeliveryRecord:
     return delivery
 
 
-def _decide(uow: UnitOfWork, delivery: DeliveryRecord, now: datetime) -> Outcome:
+def _decide(
+    uow: UnitOfWork, delivery: DeliveryRecord, now: datetime, reading: Reading
+) -> tuple[PaymentEvent | None, Outcome]:
     try:
-        event = delivery.event()
+        event = delivery.event(reading)
     except MalformedEvent:
         # The receiver refuses such bodies; only a stored body parsed by newer rules gets here.
-        return Outcome.rejected(Reason.MALFORMED_EVENT)
+        return None, Outcome.rejected(Reason.MALFORMED_EVENT)
     fingerprint = event.fingerprint()
     if not uow.idempotency_keys.claim(event.key, delivery.id, fingerprint, now):
         first_delivery, first_fingerprint = uow.idempotency_keys.first(event.key)
         if first_delivery == delivery.id:
-            return _apply(uow, delivery, event, now)  # our own claim, kept by an earlier run
+            return event, _apply(uow, delivery, event, now)  # our own claim, kept by an earlier run
         if first_fingerprint != fingerprint:
-            return Outcome.rejected(Reason.PAYLOAD_CONFLICT, duplicate_of=first_delivery)
-        return Outcome.same_event(first_delivery)
-    return _apply(uow, delivery, event, now)
+            return event, Outcome.rejected(Reason.PAYLOAD_CONFLICT, duplicate_of=first_delivery)
+        return event, Outcome.same_event(first_delivery)
+    return event, _apply(uow, delivery, event, now)
 
 
 def _apply(

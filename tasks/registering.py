@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from domain.events import PaymentEvent
@@ -39,7 +40,10 @@ def create_payment(
     amount: int,
     currency: str,
     now: datetime,
+    publish: Callable[[int], object] | None = None,
 ) -> int:
+    """Register a payment; deliveries that arrived before it (waiting with `no_payment`) are
+    woken and, when `publish` is given, published after the commit."""
     with uow:
         order = uow.payments.find_order(order_reference)
         if order is None:
@@ -54,7 +58,16 @@ def create_payment(
             currency=currency,
             now=now,
         )
+        # Without a publisher they wait for their next attempt, as they would.
+        woken = (
+            uow.deliveries.wake_awaiting_reference(provider, provider_reference, now)
+            if publish is not None
+            else []
+        )
         uow.commit()
+    for delivery_id in woken:
+        if publish is not None:
+            publish(delivery_id)
     return payment_id
 
 

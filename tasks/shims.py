@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from celery import Task, shared_task
 
 from domain.outcomes import Reason
+from domain.providers import Reading
 from tasks.policy import RetryPolicy
 from tasks.processing import (
     UnknownDelivery,
@@ -26,9 +27,11 @@ from tasks.retention import prune_bodies
 from tasks.storage.errors import is_transient
 from tasks.storage.uow import UnitOfWork
 from tasks.sweeping import sweep
+from tasks.waking import wake_due
 
 PROCESS_DELIVERY = "payhook.process_delivery"
 SWEEP = "payhook.sweep"
+WAKE = "payhook.wake"
 PRUNE_BODIES = "payhook.prune_bodies"
 
 log = logging.getLogger("payhook.tasks")
@@ -36,6 +39,7 @@ log = logging.getLogger("payhook.tasks")
 
 class Runtime(Protocol):
     policy: RetryPolicy
+    reading: Reading
     body_retention: timedelta
 
     def unit_of_work(self) -> UnitOfWork: ...
@@ -82,7 +86,9 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
         finished = redelivered and note_redelivery(
             delivery_id, rt.unit_of_work(), rt.now(), rt.policy
         )
-        result = finished or process_delivery(delivery_id, rt.unit_of_work(), rt.now(), rt.policy)
+        result = finished or process_delivery(
+            delivery_id, rt.unit_of_work(), rt.now(), rt.policy, rt.reading
+        )
     except UnknownDelivery:
         log.error("no such delivery; nothing to do", extra={"delivery_id": delivery_id})
         return {"kind": None, "reason": "unknown_delivery", "delivery_id": delivery_id}
@@ -101,12 +107,17 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
         reason = Reason.RETRY_BUDGET_EXHAUSTED if is_transient(error) else Reason.PROCESSING_ERROR
         return record_failure(delivery_id, rt.unit_of_work(), rt.now(), reason).as_dict()
     if result.retry_in is not None:
+        # It waits in the database, not in the broker: the wake task or a change of its
+        # payment publishes it again.
         log.info(
-            "payment not found yet, deferred for %.1fs",
+            "deferred (%s), next attempt in %.1fs at the latest",
+            result.outcome.reason,
             result.retry_in,
             extra={"delivery_id": delivery_id},
         )
-        raise self.retry(countdown=whole_seconds(result.retry_in))
+        return result.as_dict()
+    for woken in result.woken:
+        _publish_woken(rt, woken)
     outcome = result.as_dict()
     log.info("outcome %s", outcome["kind"], extra=outcome)
     return outcome
@@ -117,6 +128,29 @@ def whole_seconds(delay: float) -> int:
     delays a retry through native delayed delivery, which counts whole seconds (it would cut
     1.7 s to 1 s, so the message arrived before its ETA) and refuses anything under one."""
     return max(1, math.ceil(delay))
+
+
+def _publish_woken(rt: Runtime, delivery_id: int) -> None:
+    try:
+        rt.publish(delivery_id)
+    except Exception as error:  # noqa: BLE001  (a broker failure: the sweeper covers it)
+        log.warning(
+            "publishing a woken delivery failed, the sweeper will: %s",
+            type(error).__name__,
+            extra={"delivery_id": delivery_id},
+        )
+
+
+@shared_task(name=WAKE, acks_late=True)
+def wake_task() -> dict[str, int]:
+    """Publish deferred deliveries whose next attempt has come."""
+    rt = runtime()
+    woken = wake_due(
+        rt.unit_of_work(), rt.now(), rt.policy, lambda delivery_id: _publish_woken(rt, delivery_id)
+    )
+    if woken:
+        log.info("woke %d deferred deliveries", len(woken))
+    return {"woken": len(woken)}
 
 
 @shared_task(name=SWEEP, acks_late=True)

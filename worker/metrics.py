@@ -47,9 +47,14 @@ OUTCOME_LAG = Histogram(
 )
 TASK_RETRIES = Counter(
     "payhook_task_retries",
-    "Task retries, by task and cause: deferred (the payment is not registered yet) or the "
-    "transient error's type",
+    "Task retries through the broker, by task and cause (the transient error's type)",
     ["task", "cause"],
+)
+DEFERRALS = Counter(
+    "payhook_deferrals",
+    "Attempts that left a delivery waiting in the database, by reason: no_payment (none "
+    "registered yet) or awaiting_state (the payment has not reached the state the event needs)",
+    ["reason"],
 )
 TASK_FAILURES = Counter(
     "payhook_task_failures",

@@ -9,6 +9,7 @@ from functools import cached_property
 from celery import Celery
 from sqlalchemy import Engine
 
+from domain.providers import Reading
 from tasks import shims
 from tasks.policy import RetryPolicy
 from tasks.shims import PROCESS_DELIVERY
@@ -26,6 +27,7 @@ class ProcessRuntime:
         self.app = app
         self.pre_ping = pre_ping
         self.policy: RetryPolicy = settings.retry_policy()
+        self.reading: Reading = settings.reading()
         self.body_retention = timedelta(days=settings.body_retention_days)
 
     @cached_property

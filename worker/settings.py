@@ -10,7 +10,8 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from domain.providers import BUILT_IN
+from domain.providers import BUILT_IN, Reading
+from domain.providers.adyen import CaptureMode
 from tasks.policy import RetryPolicy
 
 RESERVED_SOURCES = BUILT_IN
@@ -37,7 +38,14 @@ class Settings(BaseSettings):
     paypal_ca_bundle: Path | None = None
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     signature_tolerance_s: int = Field(300, gt=0)
+    # How long an event waits: for a payment with its reference to be registered, and for
+    # its payment to reach the state it needs (a refund before its capture).
     unmatched_grace_s: int = Field(600, ge=0)
+    await_state_s: int = Field(259200, ge=0)
+    # Adyen captures at once (no CAPTURE notifications), or on the merchant's request.
+    adyen_capture: CaptureMode = CaptureMode.AUTOMATIC
+    # How often deferred deliveries whose next attempt has come are published again.
+    wake_interval_s: int = Field(5, gt=0)
     sweep_after_s: int = Field(300, gt=0)
     sweep_interval_s: int = Field(60, gt=0)
     max_sweeps: int = Field(5, gt=0)
@@ -149,9 +157,13 @@ class Settings(BaseSettings):
             sources[source] = (*sources.get(source, ()), secret.strip())
         return sources
 
+    def reading(self) -> Reading:
+        return Reading(adyen_capture=self.adyen_capture)
+
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
             unmatched_grace=timedelta(seconds=self.unmatched_grace_s),
+            await_state=timedelta(seconds=self.await_state_s),
             sweep_after=timedelta(seconds=self.sweep_after_s),
             max_sweeps=self.max_sweeps,
             deferral_cap_s=self.deferral_cap_s,

@@ -8,6 +8,7 @@ cancellations, chargebacks), whose `pspReference` is the modification's own.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from domain.events import Action, MalformedEvent, PaymentEvent
@@ -16,15 +17,22 @@ from domain.providers._json import currency, load_object, mapping, minor_units, 
 PROVIDER = "adyen"
 _WHERE = "NotificationRequestItem"
 
+
+class CaptureMode(StrEnum):
+    """How the merchant account captures: Adyen's default captures every authorisation at
+    once (and sends no CAPTURE); under manual capture a CAPTURE notification confirms."""
+
+    AUTOMATIC = "automatic"
+    MANUAL = "manual"
+
+
 # (eventCode, success) -> action; every other pair is UNSUPPORTED (ignored).
 _ACTIONS: dict[tuple[str, bool], Action] = {
-    ("AUTHORISATION", True): Action.CONFIRM,
     ("AUTHORISATION", False): Action.FAIL,
     # A capture may be partial: its amount then differs from the payment's, and the domain
-    # rejects it as amount_mismatch. A failed capture after the AUTHORISATION confirmed the
-    # payment is stale to the domain (ignored).
+    # rejects it as amount_mismatch.
     ("CAPTURE", True): Action.CONFIRM,
-    ("CAPTURE", False): Action.FAIL,
+    ("CAPTURE", False): Action.CAPTURE_FAILED,
     ("CANCELLATION", True): Action.CANCEL,
     ("REFUND", True): Action.REFUND,
     ("REFUND", False): Action.REFUND_FAILED,
@@ -32,9 +40,20 @@ _ACTIONS: dict[tuple[str, bool], Action] = {
 }
 # Adyen sends these with success "true" only: the code itself says what happened.
 _WHATEVER_SUCCESS: dict[str, Action] = {
-    "CAPTURE_FAILED": Action.FAIL,
+    "CAPTURE_FAILED": Action.CAPTURE_FAILED,
     "REFUND_FAILED": Action.REFUND_FAILED,
-    "CHARGEBACK": Action.DISPUTE,
+    "OFFER_CLOSED": Action.CANCEL,  # the shopper never completed the payment: it expired
+}
+# A dispute's events share the dispute's pspReference and come in this order: notified
+# (no money yet), charged back (money deducted), reversed (returned), second chargeback
+# (deducted again, the defence declined), pre-arbitration won (returned) or lost (kept).
+_DISPUTE_STAGES: dict[str, tuple[Action, int, bool | None]] = {
+    "NOTIFICATION_OF_CHARGEBACK": (Action.DISPUTE, 1, None),
+    "CHARGEBACK": (Action.DISPUTE_FUNDS_WITHDRAWN, 2, None),
+    "CHARGEBACK_REVERSED": (Action.DISPUTE_FUNDS_REINSTATED, 3, None),
+    "SECOND_CHARGEBACK": (Action.DISPUTE_FUNDS_WITHDRAWN, 4, None),
+    "PREARBITRATION_WON": (Action.DISPUTE_CLOSED, 5, True),
+    "PREARBITRATION_LOST": (Action.DISPUTE_CLOSED, 5, False),
 }
 # A refund is known by the pspReference of its own notification; Adyen reports a refund that
 # did not go through under that same pspReference.
@@ -68,13 +87,19 @@ def event_id(item: dict[str, Any]) -> str:
     return ":".join((text(item, "pspReference", _WHERE), *_code_and_success(item)))
 
 
-def parse_item(body: bytes) -> PaymentEvent:
+def parse_item(body: bytes, capture: CaptureMode = CaptureMode.AUTOMATIC) -> PaymentEvent:
     """Normalize one stored NotificationRequestItem (JSON object)."""
     item = load_object(body)
     event_code, success = _code_and_success(item)
-    action = _WHATEVER_SUCCESS.get(event_code) or _ACTIONS.get(
-        (event_code, _SUCCESS[success]), Action.UNSUPPORTED
-    )
+    stage: tuple[Action, int, bool | None] | None = _DISPUTE_STAGES.get(event_code)
+    if stage is not None:
+        action = stage[0]
+    elif (event_code, success) == ("AUTHORISATION", "true"):
+        action = Action.CONFIRM if capture is CaptureMode.AUTOMATIC else Action.AUTHORIZE
+    else:
+        action = _WHATEVER_SUCCESS.get(event_code) or _ACTIONS.get(
+            (event_code, _SUCCESS[success]), Action.UNSUPPORTED
+        )
     if action is Action.UNSUPPORTED:
         return PaymentEvent(PROVIDER, event_id(item), event_code, Action.UNSUPPORTED)
     psp_reference = text(item, "pspReference", _WHERE)
@@ -93,7 +118,9 @@ def parse_item(body: bytes) -> PaymentEvent:
         amount=minor_units(amount, "value", f"{_WHERE}.amount"),
         currency=currency(amount, "currency", f"{_WHERE}.amount"),
         refund_reference=psp_reference if action in _REFUNDS else None,
-        dispute_reference=psp_reference if action is Action.DISPUTE else None,
+        dispute_reference=psp_reference if stage is not None else None,
+        dispute_stage=None if stage is None else stage[1],
+        dispute_won=None if stage is None else stage[2],
     )
 
 

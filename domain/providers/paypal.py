@@ -110,6 +110,70 @@ def _returned(resource: dict[str, Any]) -> Fields:
     }
 
 
+def _authorization(action: Action) -> Callable[[dict[str, Any]], Fields]:
+    """PAYMENT.AUTHORIZATION.CREATED / VOIDED: the resource is the authorization (v1 or v2).
+
+    Money is held, not captured: a created authorization makes the payment `authorized`; a
+    voided one (by the merchant, or expired after its validity period) cancels it.
+    """
+
+    def read(resource: dict[str, Any]) -> Fields:
+        authorization = text(resource, "id", _WHERE)
+        amount, code = _money(resource)
+        return {
+            "action": action,
+            "payment_reference": _checkout_id(resource) or authorization,
+            "amount": amount,
+            "currency": code,
+        }
+
+    return read
+
+
+def _dispute(resource: dict[str, Any], stage: int, action: Action) -> Fields:
+    """A CUSTOMER.DISPUTE.* resource: the dispute names the capture it disputes."""
+    transactions = _objects(resource, "disputed_transactions", _WHERE)
+    captures = [t.get("seller_transaction_id") for t in transactions]
+    if not captures or not isinstance(captures[0], str) or not captures[0]:
+        raise MalformedEvent(f"{_WHERE}.disputed_transactions names no seller_transaction_id")
+    money = mapping(resource, "dispute_amount", _WHERE)
+    code = currency(money, "currency_code", f"{_WHERE}.dispute_amount")
+    amount = minor_units_of(money.get("value"), code, f"{_WHERE}.dispute_amount.value")
+    return {
+        "action": action,
+        "payment_reference": captures[0],
+        "dispute_reference": text(resource, "dispute_id", _WHERE),
+        "dispute_stage": stage,
+        "amount": amount,
+        "currency": code,
+    }
+
+
+def _dispute_created(resource: dict[str, Any]) -> Fields:
+    """CUSTOMER.DISPUTE.CREATED: a case opened; PayPal may hold the money, none is lost yet."""
+    return _dispute(resource, 1, Action.DISPUTE)
+
+
+def _dispute_resolved(resource: dict[str, Any]) -> Fields:
+    """CUSTOMER.DISPUTE.RESOLVED: lost when resolved for the buyer or accepted by the seller
+    (the amount refunded to the buyer, else the disputed amount), won otherwise."""
+    fields = _dispute(resource, 2, Action.DISPUTE_CLOSED)
+    outcome = mapping(resource, "dispute_outcome", _WHERE)
+    lost = outcome.get("outcome_code") in _LOST_OUTCOMES
+    fields["dispute_won"] = not lost
+    refunded = outcome.get("amount_refunded")
+    if lost and isinstance(refunded, dict):
+        code = currency(refunded, "currency_code", f"{_WHERE}.dispute_outcome.amount_refunded")
+        if code != fields["currency"]:
+            raise MalformedEvent("the dispute's refund is in another currency than the dispute")
+        where = f"{_WHERE}.dispute_outcome.amount_refunded.value"
+        fields["amount"] = minor_units_of(refunded.get("value"), code, where)
+    return fields
+
+
+_LOST_OUTCOMES = frozenset({"RESOLVED_BUYER_FAVOUR", "ACCEPTED"})
+
+
 def _order_completed(resource: dict[str, Any]) -> Fields | None:
     """CHECKOUT.ORDER.COMPLETED: the resource is the order; its completed captures are paid."""
     order = text(resource, "id", _WHERE)
@@ -195,4 +259,8 @@ _READERS: dict[str, Callable[[dict[str, Any]], Fields | None]] = {
     "PAYMENT.CAPTURE.REFUNDED": _returned,
     "PAYMENT.CAPTURE.REVERSED": _returned,
     "CHECKOUT.ORDER.COMPLETED": _order_completed,
+    "PAYMENT.AUTHORIZATION.CREATED": _authorization(Action.AUTHORIZE),
+    "PAYMENT.AUTHORIZATION.VOIDED": _authorization(Action.CANCEL),
+    "CUSTOMER.DISPUTE.CREATED": _dispute_created,
+    "CUSTOMER.DISPUTE.RESOLVED": _dispute_resolved,
 }

@@ -3,6 +3,10 @@
 Payments are registered under their PaymentIntent id (or, for charges made without one, the
 charge id). A confirmation also teaches payhook the charge id, because refunds and disputes of
 older API versions name only the charge.
+
+Under manual capture a charge succeeds uncaptured (`captured: false`) and the PaymentIntent
+waits in `requires_capture` (`payment_intent.amount_capturable_updated`): the payment is
+authorized, and only `charge.captured` or `payment_intent.succeeded` confirms it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,14 @@ PROVIDER = "stripe"
 _WHERE = "data.object"
 # A dispute closed with these statuses took no money back.
 _DISPUTE_NOT_LOST = frozenset({"won", "warning_closed"})
+# A dispute's events in the order Stripe sends them: created, funds withdrawn (when the card
+# network takes the money), funds reinstated (the dispute won), closed (won or lost).
+_DISPUTE_STAGES = {
+    "charge.dispute.created": (Action.DISPUTE, 1),
+    "charge.dispute.funds_withdrawn": (Action.DISPUTE_FUNDS_WITHDRAWN, 2),
+    "charge.dispute.funds_reinstated": (Action.DISPUTE_FUNDS_REINSTATED, 3),
+    "charge.dispute.closed": (Action.DISPUTE_CLOSED, 4),
+}
 
 
 def parse(body: bytes) -> PaymentEvent:
@@ -53,13 +65,40 @@ def _intent_closed(action: Action) -> Callable[[dict[str, Any]], dict[str, Any]]
     return read
 
 
+def _intent_capturable(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """payment_intent.amount_capturable_updated: the hold, ready to be captured."""
+    if obj.get("status") != "requires_capture":
+        return None
+    return {
+        "action": Action.AUTHORIZE,
+        "payment_reference": text(obj, "id", _WHERE),
+        "amount": minor_units(obj, "amount_capturable", _WHERE),
+        "currency": currency(obj, "currency", _WHERE),
+        "alias": _latest_charge(obj),
+    }
+
+
 def _charge_succeeded(obj: dict[str, Any]) -> dict[str, Any]:
+    """charge.succeeded: captured, or (manual capture, `captured: false`) only authorized."""
     charge = text(obj, "id", _WHERE)
+    return {
+        "action": Action.AUTHORIZE if obj.get("captured") is False else Action.CONFIRM,
+        "payment_reference": _id(obj, "payment_intent") or charge,
+        "alias": charge,
+        "amount": minor_units(obj, "amount", _WHERE),
+        "currency": currency(obj, "currency", _WHERE),
+    }
+
+
+def _charge_captured(obj: dict[str, Any]) -> dict[str, Any]:
+    """charge.captured: an authorized charge captured (for `amount_captured`)."""
+    charge = text(obj, "id", _WHERE)
+    captured = "amount_captured" if "amount_captured" in obj else "amount"
     return {
         "action": Action.CONFIRM,
         "payment_reference": _id(obj, "payment_intent") or charge,
         "alias": charge,
-        "amount": minor_units(obj, "amount", _WHERE),
+        "amount": minor_units(obj, captured, _WHERE),
         "currency": currency(obj, "currency", _WHERE),
     }
 
@@ -115,21 +154,24 @@ def _refund(
     }
 
 
-def _dispute(closed: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def _dispute(event_type: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    action, stage = _DISPUTE_STAGES[event_type]
+
     def read(obj: dict[str, Any]) -> dict[str, Any]:
         charge = _id(obj, "charge")
         reference = _id(obj, "payment_intent") or charge
         if reference is None:
             raise MalformedEvent("dispute names neither a charge nor a PaymentIntent")
         fields = {
-            "action": Action.DISPUTE_CLOSED if closed else Action.DISPUTE,
+            "action": action,
             "payment_reference": reference,
             "alias": charge,
             "dispute_reference": text(obj, "id", _WHERE),
             "amount": minor_units(obj, "amount", _WHERE),
             "currency": currency(obj, "currency", _WHERE),
+            "dispute_stage": stage,
         }
-        if closed:
+        if action is Action.DISPUTE_CLOSED:
             fields["dispute_won"] = obj.get("status") in _DISPUTE_NOT_LOST
         return fields
 
@@ -165,12 +207,13 @@ _READERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
     "payment_intent.succeeded": _intent_succeeded,
     "payment_intent.payment_failed": _intent_closed(Action.FAIL),
     "payment_intent.canceled": _intent_closed(Action.CANCEL),
+    "payment_intent.amount_capturable_updated": _intent_capturable,
     "charge.succeeded": _charge_succeeded,
+    "charge.captured": _charge_captured,
     "checkout.session.completed": _session_completed,
     "charge.refunded": _charge_refunded,
     "charge.refund.updated": _refund_object,
     "refund.created": _refund_object,
     "refund.updated": _refund_object,
-    "charge.dispute.created": _dispute(closed=False),
-    "charge.dispute.closed": _dispute(closed=True),
+    **{event_type: _dispute(event_type) for event_type in _DISPUTE_STAGES},
 }

@@ -124,6 +124,7 @@ def _payment(row: Any) -> dict[str, Any]:
         "currency": row.currency,
         "state": row.state,
         "refunded_amount": row.refunded_amount,
+        "disputed_amount": row.disputed_amount,
         "confirmed_by": row.confirmed_by,
         "created_at": _iso(row.created_at),
         "updated_at": _iso(row.updated_at),
@@ -156,7 +157,13 @@ def order(conn: Connection, reference: str) -> dict[str, Any] | None:
         return None
     # The domain says what paid means; the read side only shows it.
     model = Order(
-        row.id, row.reference, row.total, row.currency, row.paid_amount, row.refunded_amount
+        row.id,
+        row.reference,
+        row.total,
+        row.currency,
+        row.paid_amount,
+        row.refunded_amount,
+        row.disputed_amount,
     )
     return {
         "id": row.id,
@@ -166,6 +173,7 @@ def order(conn: Connection, reference: str) -> dict[str, Any] | None:
         "status": model.status.value,
         "paid_amount": row.paid_amount,
         "refunded_amount": row.refunded_amount,
+        "disputed_amount": row.disputed_amount,
         "overpaid_amount": model.overpaid_amount,
         "created_at": _iso(row.created_at),
         "payments": [

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from domain.events import PaymentEvent
 from domain.outcomes import Outcome
-from domain.providers import parse_delivery
+from domain.providers import DEFAULT_READING, Reading, parse_delivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,5 +30,5 @@ class DeliveryRecord:
         """Where the grace period for a missing payment starts: receipt, or the last replay."""
         return self.replayed_at or self.received_at
 
-    def event(self) -> PaymentEvent:
-        return parse_delivery(self.provider, self.event_id, self.body)
+    def event(self, reading: Reading = DEFAULT_READING) -> PaymentEvent:
+        return parse_delivery(self.provider, self.event_id, self.body, reading)

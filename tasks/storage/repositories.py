@@ -10,7 +10,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.events import EventKey
 from domain.outcomes import Outcome, OutcomeKind, Reason
-from domain.payments import Dispute, DisputeStatus, Order, Payment, PaymentState
+from domain.payments import (
+    Dispute,
+    DisputeStatus,
+    Order,
+    Payment,
+    PaymentState,
+    Refund,
+    RefundStatus,
+)
 from tasks.storage.errors import AlreadyExists
 from tasks.storage.records import DeliveryRecord
 from tasks.storage.tables import (
@@ -113,7 +121,16 @@ class Deliveries:
             outcome=None if row.kind is None else outcome_from_row(row),
         )
 
-    def defer(self, delivery_id: int, next_attempt_at: datetime) -> None:
+    def defer(
+        self,
+        delivery_id: int,
+        next_attempt_at: datetime,
+        *,
+        awaiting_payment_id: int | None = None,
+        awaiting_reference: str | None = None,
+    ) -> None:
+        """Let the delivery wait in the database until `next_attempt_at`, or until what it
+        waits for (a payment's new state, a payment registered under a reference) wakes it."""
         self._conn.execute(
             update(deliveries)
             .where(deliveries.c.id == delivery_id)
@@ -122,8 +139,51 @@ class Deliveries:
                 status="deferred",
                 attempts=deliveries.c.attempts + 1,
                 next_attempt_at=next_attempt_at,
+                awaiting_payment_id=awaiting_payment_id,
+                awaiting_reference=awaiting_reference,
             )
         )
+
+    def wake_due(self, now: datetime, limit: int) -> list[int]:
+        """Deferred deliveries whose next attempt has come, marked to be published now."""
+        return self._wake(
+            (deliveries.c.status == "deferred") & (deliveries.c.next_attempt_at <= now), now, limit
+        )
+
+    def wake_awaiting_payment(self, payment_id: int, now: datetime) -> list[int]:
+        """Deferred deliveries waiting on this payment's state, marked to be published now."""
+        return self._wake(
+            (deliveries.c.status == "deferred") & (deliveries.c.awaiting_payment_id == payment_id),
+            now,
+        )
+
+    def wake_awaiting_reference(self, provider: str, reference: str, now: datetime) -> list[int]:
+        """Deferred deliveries waiting for a payment registered under `reference`."""
+        return self._wake(
+            (deliveries.c.status == "deferred")
+            & (deliveries.c.provider == provider)
+            & (deliveries.c.awaiting_reference == reference),
+            now,
+        )
+
+    def _wake(self, which: Any, now: datetime, limit: int | None = None) -> list[int]:
+        # SKIP LOCKED: a delivery locked right now is being processed, and sees the new state
+        # once this transaction commits; waiting for it could deadlock with its payment lock.
+        query = (
+            select(deliveries.c.id)
+            .where(which)
+            .order_by(deliveries.c.next_attempt_at)
+            .with_for_update(skip_locked=True)
+        )
+        ids = [int(i) for i in self._conn.execute(query.limit(limit)).scalars()]
+        if ids:
+            # `received` again: published now, and covered by the sweeper if that is lost.
+            self._conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids))
+                .values(status="received", next_attempt_at=now)
+            )
+        return ids
 
     def mark_processed(self, delivery_id: int) -> None:
         self._conn.execute(
@@ -210,6 +270,13 @@ class IdempotencyKeys:
         won = self._conn.execute(statement.returning(idempotency_keys.c.event_id)).first()
         return won is not None
 
+    def release(self, delivery_id: int) -> None:
+        """Give back the claims this delivery holds: it waits, or ended unmatched or dead, so
+        the provider's resend of its event (or its own next attempt) starts afresh."""
+        self._conn.execute(
+            delete(idempotency_keys).where(idempotency_keys.c.first_delivery_id == delivery_id)
+        )
+
     def first(self, key: EventKey) -> tuple[int, str]:
         """(first delivery id, body fingerprint) of a claimed event."""
         row = self._conn.execute(
@@ -281,7 +348,13 @@ class Payments:
         if row is None:
             return None
         return Order(
-            row.id, row.reference, row.total, row.currency, row.paid_amount, row.refunded_amount
+            row.id,
+            row.reference,
+            row.total,
+            row.currency,
+            row.paid_amount,
+            row.refunded_amount,
+            row.disputed_amount,
         )
 
     def lock_by_reference(
@@ -330,14 +403,18 @@ class Payments:
         dispute_rows: Any = ()
         if with_history:
             refund_rows = self._conn.execute(
-                select(refunds.c.refund_reference, refunds.c.amount).where(
+                select(refunds.c.refund_reference, refunds.c.amount, refunds.c.status).where(
                     refunds.c.payment_id == row.id
                 )
             )
             dispute_rows = self._conn.execute(
-                select(disputes.c.dispute_reference, disputes.c.amount, disputes.c.status).where(
-                    disputes.c.payment_id == row.id
-                )
+                select(
+                    disputes.c.dispute_reference,
+                    disputes.c.amount,
+                    disputes.c.status,
+                    disputes.c.withdrawn,
+                    disputes.c.stage,
+                ).where(disputes.c.payment_id == row.id)
             )
         order = Order(
             order_row.id,
@@ -346,6 +423,7 @@ class Payments:
             order_row.currency,
             order_row.paid_amount,
             order_row.refunded_amount,
+            order_row.disputed_amount,
         )
         payment = Payment(
             row.id,
@@ -357,8 +435,14 @@ class Payments:
             PaymentState(row.state),
             row.confirmed_by,
             row.refunded_amount,
-            {r.refund_reference: r.amount for r in refund_rows},
-            {d.dispute_reference: Dispute(d.amount, DisputeStatus(d.status)) for d in dispute_rows},
+            {r.refund_reference: Refund(r.amount, RefundStatus(r.status)) for r in refund_rows},
+            {
+                d.dispute_reference: Dispute(
+                    d.amount, DisputeStatus(d.status), d.withdrawn, d.stage
+                )
+                for d in dispute_rows
+            },
+            row.disputed_amount,
         )
         return order, payment
 
@@ -367,7 +451,11 @@ class Payments:
         self._conn.execute(
             update(orders)
             .where(orders.c.id == order.id)
-            .values(paid_amount=order.paid_amount, refunded_amount=order.refunded_amount)
+            .values(
+                paid_amount=order.paid_amount,
+                refunded_amount=order.refunded_amount,
+                disputed_amount=order.disputed_amount,
+            )
         )
         self._conn.execute(
             update(payments)
@@ -376,42 +464,53 @@ class Payments:
                 state=payment.state.value,
                 confirmed_by=payment.confirmed_by,
                 refunded_amount=payment.refunded_amount,
+                disputed_amount=payment.disputed_amount,
                 updated_at=now,
             )
         )
         new_refunds = [
-            {"payment_id": payment.id, "refund_reference": ref, "amount": amount, "created_at": now}
-            for ref, amount in payment.refunds.items()
+            {
+                "payment_id": payment.id,
+                "refund_reference": ref,
+                "amount": refund.amount,
+                "status": refund.status.value,
+                "created_at": now,
+            }
+            for ref, refund in payment.refunds.items()
             if ref not in before.refunds
         ]
         if new_refunds:
             self._conn.execute(insert(refunds), new_refunds)
-        reversed_refunds = [ref for ref in before.refunds if ref not in payment.refunds]
-        if reversed_refunds:
-            self._conn.execute(
-                delete(refunds)
-                .where(refunds.c.payment_id == payment.id)
-                .where(refunds.c.refund_reference.in_(reversed_refunds))
-            )
+        for ref, refund in payment.refunds.items():
+            was = before.refunds.get(ref)
+            if was is not None and was.status is not refund.status:
+                self._conn.execute(
+                    update(refunds)
+                    .where(refunds.c.payment_id == payment.id)
+                    .where(refunds.c.refund_reference == ref)
+                    .values(status=refund.status.value)
+                )
         for ref, dispute in payment.disputes.items():
             earlier = before.disputes.get(ref)
+            values = {
+                "amount": dispute.amount,
+                "status": dispute.status.value,
+                "withdrawn": dispute.withdrawn,
+                "stage": dispute.stage,
+                "updated_at": now,
+            }
             if earlier is None:
                 self._conn.execute(
                     insert(disputes).values(
-                        payment_id=payment.id,
-                        dispute_reference=ref,
-                        amount=dispute.amount,
-                        status=dispute.status.value,
-                        opened_at=now,
-                        updated_at=now,
+                        payment_id=payment.id, dispute_reference=ref, opened_at=now, **values
                     )
                 )
-            elif earlier.status is not dispute.status:
+            elif earlier != dispute:
                 self._conn.execute(
                     update(disputes)
                     .where(disputes.c.payment_id == payment.id)
                     .where(disputes.c.dispute_reference == ref)
-                    .values(status=dispute.status.value, updated_at=now)
+                    .values(**values)
                 )
 
 

@@ -77,8 +77,15 @@ deliveries = Table(
     Column("body", LargeBinary, nullable=False),
     # Set when retention emptied body and headers; the outcome is kept for good.
     _timestamp("body_pruned_at", nullable=True),
+    # What a deferred delivery waits for, so that it is woken when it comes: the payment
+    # that has not reached the state its event needs, or the reference of a payment the host
+    # has not registered yet.
+    Column("awaiting_payment_id", Id, nullable=True),
+    Column("awaiting_reference", String(255), nullable=True),
     Index(None, "status", "next_attempt_at"),
     Index(None, "provider", "event_id"),
+    Index(None, "awaiting_payment_id"),
+    Index(None, "provider", "awaiting_reference"),
 )
 
 orders = Table(
@@ -91,6 +98,8 @@ orders = Table(
     Column("paid_amount", BigInteger, nullable=False, default=0),
     Column("refunded_amount", BigInteger, nullable=False, default=0),
     _timestamp("created_at"),
+    # Taken by disputes (chargebacks) and not given back.
+    Column("disputed_amount", BigInteger, nullable=False, default=0, server_default="0"),
 )
 
 payments = Table(
@@ -107,6 +116,7 @@ payments = Table(
     Column("refunded_amount", BigInteger, nullable=False, default=0),
     _timestamp("created_at"),
     _timestamp("updated_at"),
+    Column("disputed_amount", BigInteger, nullable=False, default=0, server_default="0"),
     UniqueConstraint("provider", "provider_reference"),
 )
 
@@ -118,6 +128,8 @@ refunds = Table(
     Column("refund_reference", String(255), nullable=False),
     Column("amount", BigInteger, nullable=False),
     _timestamp("created_at"),
+    # succeeded | failed: a failure is kept, so that a success delivered after it never counts.
+    Column("status", String(16), nullable=False, default="succeeded", server_default="succeeded"),
     UniqueConstraint("payment_id", "refund_reference"),
 )
 
@@ -166,6 +178,9 @@ disputes = Table(
     Column("status", String(16), nullable=False),  # open | won | lost
     _timestamp("opened_at"),
     _timestamp("updated_at"),
+    # What the dispute has taken and not given back, and the provider's stage it is at.
+    Column("withdrawn", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("stage", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("payment_id", "dispute_reference"),
 )
 

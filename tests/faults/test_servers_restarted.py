@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from tests.faults.stack import FaultStack, charge_succeeded, on_both_brokers, succeeded
+from tests.faults.stack import FaultStack, charge_succeeded, intent, on_both_brokers, succeeded
 from worker.taskqueue.app import QUEUE
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
@@ -131,3 +131,39 @@ def test_postgresql_restarted_mid_processing_leaves_tasks_to_retry_and_finish(
     log = stack.log_text("worker")
     assert "transient error, retrying" in log
     assert "failed permanently" not in log
+
+
+def test_a_delivery_waiting_for_its_payment_waits_in_the_database_through_a_redis_restart(
+    stack: FaultStack,
+) -> None:
+    stack.start_receiver()
+    stack.start_worker("worker")
+    stack.start_beat()
+    stack.wait_ready()
+    (delivery_id,) = stack.deliver([succeeded(0)])  # its payment is not registered yet
+    stack.wait_for(
+        "the delivery to wait",
+        lambda: stack.query("SELECT status FROM deliveries") == [("deferred",)],
+    )
+    stack.wait_idle()  # it waits in PostgreSQL: no countdown, no message in the broker
+
+    stack.redis.restart()  # no persistence: whatever Redis held is gone
+    # Registered behind the API's back, so that nothing wakes the delivery at once: the beat's
+    # wake task finds it at its next attempt.
+    stack.query(
+        "INSERT INTO orders (reference, total, currency, paid_amount, refunded_amount,"
+        " created_at) VALUES ('order-0', 2000, 'USD', 0, 0, now())"
+    )
+    (payment_id,) = stack.query(
+        "INSERT INTO payments (order_id, provider, provider_reference, amount, currency, state,"
+        " refunded_amount, created_at, updated_at) SELECT id, 'stripe', %s, 2000, 'USD',"
+        " 'pending', 0, now(), now() FROM orders WHERE reference = 'order-0' RETURNING id",
+        intent(0),
+    )[0]
+
+    stack.wait_for_outcomes(1, timeout=60)
+    stack.wait_idle()
+    assert stack.outcome_of(delivery_id) is not None
+    assert stack.outcome_counts() == {"applied": 1}
+    stack.assert_confirmed_once([payment_id])
+    assert "woke 1 deferred deliveries" in stack.log_text("worker")

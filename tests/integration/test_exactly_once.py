@@ -4,15 +4,20 @@ HTTP."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from tasks.registering import create_order, create_payment
+from tasks.storage.engine import make_engine
 from tasks.storage.tables import deliveries, outcomes
+from tasks.storage.uow import UnitOfWork
 from tests.fixture_files import fixture_json
-from tests.integration.stack import STRIPE_SECRET, Broker, Stack, running_stack
+from tests.integration.stack import STRIPE_SECRET, Broker, Stack, payhook, running_stack
 from worker.signing.stripe import sign_stripe
 
 pytestmark = pytest.mark.integration
@@ -140,8 +145,8 @@ def test_forged_stale_and_oversized_requests_store_nothing(tmp_path: Path) -> No
 def test_a_confirmation_that_arrives_before_its_payment_is_applied_once_registered(
     tmp_path: Path, broker: Broker
 ) -> None:
-    # The deferred delivery comes back through a countdown retry: on RabbitMQ that is native
-    # delayed delivery through the celery_delayed_* quorum queues.
+    # The deferred delivery waits in the database; registering its payment wakes it (the API
+    # publishes it after the registration's commit).
     with running_stack(
         tmp_path, worker_processes=1, name=f"payhook_it_late_{broker}", broker=broker
     ) as stack:
@@ -150,5 +155,68 @@ def test_a_confirmation_that_arrives_before_its_payment_is_applied_once_register
         time.sleep(1.0)
         assert stack.count(outcomes) == 0  # deferred, not given up
         register_payment(stack, "order-late", "pi_it_late")
+        stack.wait_for_outcomes(1, timeout=60)
+        assert stack.outcome_counts() == {"applied": 1}
+
+
+def refund_event(event_id: str, intent: str, amount: int) -> bytes:
+    event = fixture_json("stripe/events/charge.refund.updated.json")
+    event["id"] = event_id
+    event["data"]["object"].update(
+        id=f"re_{event_id}", payment_intent=intent, charge=f"ch_{intent}", amount=amount
+    )
+    return json.dumps(event).encode()
+
+
+def test_a_refund_before_its_capture_waits_and_the_capture_wakes_it(tmp_path: Path) -> None:
+    with running_stack(tmp_path, worker_processes=2, name="payhook_it_wakes") as stack:
+        register_payment(stack, "order-wakes", "pi_it_wakes")
+        assert post_signed(stack, refund_event("evt_it_refund", "pi_it_wakes", 500)) == 202
+        deadline = time.monotonic() + 30
+        while stack.count(deliveries, deliveries.c.status == "deferred") == 0:
+            assert time.monotonic() < deadline, f"never deferred; logs in {stack.logs}"
+            time.sleep(0.2)
+        assert stack.count(outcomes) == 0  # waiting for the capture, not rejected
+
+        capture = stripe_event("payment_intent.succeeded", "evt_it_capture", "pi_it_wakes")
+        assert post_signed(stack, capture) == 202
+        # No beat runs in this stack: only the capture's wake can publish the refund again.
+        stack.wait_for_outcomes(2, timeout=60)
+        with stack.client() as client:
+            order = client.get("/api/orders/order-wakes").json()
+        assert stack.outcome_counts() == {"applied": 2}
+        assert (order["paid_amount"], order["refunded_amount"]) == (2000, 500)
+
+
+def test_the_beat_publishes_a_waiting_delivery_when_its_time_comes(tmp_path: Path) -> None:
+    with running_stack(tmp_path, worker_processes=1, name="payhook_it_beat") as stack:
+        body = stripe_event("payment_intent.succeeded", "evt_it_beat", "pi_it_beat")
+        assert post_signed(stack, body) == 202
+        deadline = time.monotonic() + 30
+        while stack.count(deliveries, deliveries.c.status == "deferred") == 0:
+            assert time.monotonic() < deadline, f"never deferred; logs in {stack.logs}"
+            time.sleep(0.2)
+        # Registered behind payhook's back (no API call, so nothing wakes the delivery): only
+        # the beat's wake task, at the delivery's next attempt, can find it the payment.
+        engine, now = make_engine(stack.database_url), datetime.now(UTC)
+        try:
+            uow = UnitOfWork
+            create_order(uow(engine), reference="order-beat", total=2000, currency="USD", now=now)
+            create_payment(
+                uow(engine),
+                order_reference="order-beat",
+                provider="stripe",
+                provider_reference="pi_it_beat",
+                amount=2000,
+                currency="USD",
+                now=now,
+            )
+        finally:
+            engine.dispose()
+        time.sleep(3)  # past the delivery's first backoff (at most 2 s)
+        assert stack.count(outcomes) == 0  # nothing publishes it without the beat
+        with (stack.logs / "beat.log").open("wb") as log:
+            beat = subprocess.Popen(payhook("beat"), env=stack.env, stdout=log, stderr=log)
+        stack.processes.append(beat)
         stack.wait_for_outcomes(1, timeout=60)
         assert stack.outcome_counts() == {"applied": 1}

@@ -25,7 +25,7 @@ from tasks.processing import Processed, process_delivery
 from tasks.registering import create_order, create_payment
 from tasks.storage import queries
 from tasks.storage.tables import deliveries
-from tests.fixture_files import fixture_json
+from tests.fixture_files import FIXTURES, fixture_json
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
 from worker.signing.adyen import sign_adyen_item, verify_adyen_item
@@ -269,12 +269,20 @@ class Expected:
     currency: str
     refund_reference: str | None = None
     dispute_reference: str | None = None
+    dispute_stage: int | None = None
+    dispute_won: bool | None = None
+
+
+def dispute(action: Action, stage: int, won: bool | None = None) -> Expected:
+    """One of the dispute fixtures: all events of that dispute share its pspReference."""
+    return Expected(action, "XXXXXXXXXX", 1000, "EUR", None, "9915555555555555", stage, won)
 
 
 FIXTURE_EVENTS = {
     "authorisation-true.json": Expected(Action.CONFIRM, "8313842560770001", 10100, "EUR"),
     "capture-true.json": Expected(Action.CONFIRM, "00000001", 23623, "USD"),
-    "capture-false.json": Expected(Action.FAIL, "00000001", 23623, "USD"),
+    "capture-false.json": Expected(Action.CAPTURE_FAILED, "00000001", 23623, "USD"),
+    "offer-closed.json": Expected(Action.CANCEL, "000000275", 27211, "EUR"),
     "refund-true.json": Expected(
         Action.REFUND, "payment-2017-1-17-11-refund", 1500, "EUR", refund_reference="PSP_REFERENCE"
     ),
@@ -285,10 +293,19 @@ FIXTURE_EVENTS = {
         "EUR",
         refund_reference="PSP_REFERENCE",
     ),
-    "chargeback.json": Expected(
-        Action.DISPUTE, "XXXXXXXXXX", 1000, "EUR", dispute_reference="9915555555555555"
-    ),
+    "notification-of-chargeback.json": dispute(Action.DISPUTE, 1),
+    "chargeback.json": dispute(Action.DISPUTE_FUNDS_WITHDRAWN, 2),
+    "chargeback-reversed.json": dispute(Action.DISPUTE_FUNDS_REINSTATED, 3),
+    "second-chargeback.json": dispute(Action.DISPUTE_FUNDS_WITHDRAWN, 4),
+    "prearbitration-won.json": dispute(Action.DISPUTE_CLOSED, 5, won=True),
+    "prearbitration-lost.json": dispute(Action.DISPUTE_CLOSED, 5, won=False),
 }
+
+
+def test_every_notification_fixture_has_an_expectation() -> None:
+    folder = FIXTURES / "adyen" / "notifications"
+    without_reference = {"cancellation-true.json"}  # refused as malformed, tested below
+    assert {path.name for path in folder.glob("*.json")} - without_reference == set(FIXTURE_EVENTS)
 
 
 @pytest.mark.parametrize(("name", "expected"), FIXTURE_EVENTS.items(), ids=list(FIXTURE_EVENTS))
@@ -305,6 +322,8 @@ def test_every_notification_fixture_parses_to_its_action(name: str, expected: Ex
         event.currency,
         event.refund_reference,
         event.dispute_reference,
+        event.dispute_stage,
+        event.dispute_won,
     ) == (
         expected.action,
         expected.payment_reference,
@@ -312,7 +331,20 @@ def test_every_notification_fixture_parses_to_its_action(name: str, expected: Ex
         expected.currency,
         expected.refund_reference,
         expected.dispute_reference,
+        expected.dispute_stage,
+        expected.dispute_won,
     )
+
+
+@pytest.mark.parametrize(
+    ("mode", "action"),
+    [(adyen.CaptureMode.AUTOMATIC, Action.CONFIRM), (adyen.CaptureMode.MANUAL, Action.AUTHORIZE)],
+)
+def test_an_authorisation_is_the_payment_only_under_automatic_capture(
+    mode: adyen.CaptureMode, action: Action
+) -> None:
+    raw = json.dumps(fixture_item("authorisation-true.json")).encode()
+    assert adyen.parse_item(raw, mode).action is action
 
 
 def test_an_item_without_merchant_reference_is_malformed() -> None:
@@ -338,14 +370,13 @@ def synthetic(event_code: str, success: str = "true", **changes: Any) -> dict[st
     ("event_code", "success", "action"),
     [
         ("AUTHORISATION", "false", Action.FAIL),
-        ("CAPTURE_FAILED", "true", Action.FAIL),
+        ("CAPTURE_FAILED", "true", Action.CAPTURE_FAILED),
         ("CANCELLATION", "true", Action.CANCEL),
         ("CANCELLATION", "false", Action.UNSUPPORTED),
         ("REFUND_FAILED", "true", Action.REFUND_FAILED),
         ("CANCEL_OR_REFUND", "true", Action.CANCEL_OR_REFUND),
         ("CANCEL_OR_REFUND", "false", Action.UNSUPPORTED),
-        ("CHARGEBACK_REVERSED", "true", Action.UNSUPPORTED),
-        ("OFFER_CLOSED", "true", Action.UNSUPPORTED),
+        ("REQUEST_FOR_INFORMATION", "true", Action.UNSUPPORTED),
         ("REPORT_AVAILABLE", "true", Action.UNSUPPORTED),
     ],
 )
@@ -460,7 +491,7 @@ class Receiver:
 
     def process(self, delivery_id: int) -> Processed:
         rt = self.runtime
-        return process_delivery(delivery_id, rt.unit_of_work(), rt.now(), rt.policy)
+        return process_delivery(delivery_id, rt.unit_of_work(), rt.now(), rt.policy, rt.reading)
 
     def register(self, reference: str, amount: int, currency: str = "EUR") -> int:
         now = datetime.now(UTC)
@@ -480,6 +511,12 @@ class Receiver:
     def payment(self, payment_id: int) -> dict[str, Any]:
         with self.runtime.engine.connect() as conn:
             view = queries.payment(conn, payment_id)
+        assert view is not None
+        return view
+
+    def order(self, reference: str) -> dict[str, Any]:
+        with self.runtime.engine.connect() as conn:
+            view = queries.order(conn, reference)
         assert view is not None
         return view
 
@@ -660,19 +697,87 @@ def test_authorisation_confirms_and_a_full_refund_refunds(receiver: Receiver) ->
     assert (payment["state"], payment["refunded_amount"]) == ("refunded", amount)
 
 
-def test_a_chargeback_opens_a_dispute_on_the_confirmed_payment(receiver: Receiver) -> None:
+def chargeback_story(name: str) -> dict[str, Any]:
+    item = fixture_item(name)
+    return signed(item)
+
+
+def test_a_chargeback_takes_the_money_and_its_reversal_returns_it(receiver: Receiver) -> None:
     chargeback = fixture_item("chargeback.json")
     reference, amount = chargeback["merchantReference"], chargeback["amount"]["value"]
     payment_id = receiver.register(reference, amount)
-    batch = [signed(authorisation(reference, amount, "9913333333333333")), signed(chargeback)]
+    batch = [signed(authorisation(reference, amount, "9913333333333333"))]
+    batch += [chargeback_story(f"{name}.json") for name in DISPUTE_IN_ORDER[:3]]
     assert receiver.post(request_of(*batch)).is_success
-    (authorised_id, *_), (chargeback_id, *_) = receiver.stored()
+    authorised_id, notified_id, charged_id, reversed_id = [row[0] for row in receiver.stored()]
+    order = f"order-{reference}"
 
     assert receiver.process(authorised_id).outcome.transition == "pending->confirmed"
-    disputed = receiver.process(chargeback_id).outcome
-
-    assert (disputed.kind, disputed.transition) == ("applied", "dispute:opened")
+    assert receiver.process(notified_id).outcome.transition == "dispute:opened"
+    assert receiver.order(order)["status"] == "paid"  # notified: no money moved yet
+    assert receiver.process(charged_id).outcome.transition == "dispute:funds_withdrawn"
+    taken = receiver.order(order)
+    assert (taken["status"], taken["disputed_amount"]) == ("pending", amount)
+    assert receiver.process(reversed_id).outcome.transition == "dispute:funds_reinstated"
+    back = receiver.order(order)
+    assert (back["status"], back["disputed_amount"]) == ("paid", 0)
     assert receiver.payment(payment_id)["state"] == "confirmed"
+
+
+DISPUTE_IN_ORDER = [
+    "notification-of-chargeback",
+    "chargeback",
+    "chargeback-reversed",
+    "second-chargeback",
+    "prearbitration-lost",
+]
+
+
+@pytest.mark.parametrize(
+    ("last", "transition", "disputed"),
+    [
+        ("second-chargeback", "dispute:funds_withdrawn", 1000),
+        ("prearbitration-won", "dispute:won", 0),
+        ("prearbitration-lost", "dispute:lost", 1000),
+    ],
+)
+def test_a_dispute_ends_with_what_its_last_stage_says_in_any_order(
+    receiver: Receiver, last: str, transition: str, disputed: int
+) -> None:
+    chargeback = fixture_item("chargeback.json")
+    reference, amount = chargeback["merchantReference"], chargeback["amount"]["value"]
+    receiver.register(reference, amount)
+    stages = [*DISPUTE_IN_ORDER[: DISPUTE_IN_ORDER.index("second-chargeback")], last]
+    if last.startswith("prearbitration"):
+        stages.insert(-1, "second-chargeback")
+    # The last stage first, then the others, newest to oldest: the older ones are stale.
+    batch = [signed(authorisation(reference, amount, "9913333333333333"))]
+    batch += [chargeback_story(f"{name}.json") for name in reversed(stages)]
+    assert receiver.post(request_of(*batch)).is_success
+    authorised_id, newest_id, *older_ids = [row[0] for row in receiver.stored()]
+
+    receiver.process(authorised_id)
+    assert receiver.process(newest_id).outcome.transition == transition
+    assert {receiver.process(i).outcome.reason for i in older_ids} == {"stale"}
+    assert receiver.order(f"order-{reference}")["disputed_amount"] == disputed
+
+
+def test_a_chargeback_before_the_payment_is_captured_waits_for_the_capture(
+    receiver: Receiver,
+) -> None:
+    chargeback = fixture_item("chargeback.json")
+    reference, amount = chargeback["merchantReference"], chargeback["amount"]["value"]
+    payment_id = receiver.register(reference, amount)
+    batch = [signed(chargeback), signed(authorisation(reference, amount, "9913333333333333"))]
+    assert receiver.post(request_of(*batch)).is_success
+    charged_id, authorised_id = [row[0] for row in receiver.stored()]
+
+    waiting = receiver.process(charged_id)
+    assert (waiting.outcome.kind, waiting.outcome.reason) == ("deferred", "awaiting_state")
+    captured = receiver.process(authorised_id)
+    assert captured.woken == (charged_id,)
+    assert receiver.process(charged_id).outcome.transition == "dispute:funds_withdrawn"
+    assert receiver.payment(payment_id)["disputed_amount"] == amount
 
 
 def test_the_same_item_delivered_twice_is_a_same_event_duplicate(receiver: Receiver) -> None:
@@ -694,32 +799,28 @@ def test_the_same_item_delivered_twice_is_a_same_event_duplicate(receiver: Recei
     assert receiver.payment(payment_id)["confirmed_by"] == first_id
 
 
-def test_a_failed_refund_that_was_never_recorded_is_stale(receiver: Receiver) -> None:
+def test_a_refund_failure_before_its_success_keeps_the_success_from_applying(
+    receiver: Receiver,
+) -> None:
     reference, amount = "payment-2017-1-17-11-refund", 1500  # the refund fixtures'
     payment_id = receiver.register(reference, amount)
     batch = [signed(authorisation(reference, amount, "ORIGINAL_PSP"))]
-    batch.append(signed(fixture_item("refund-false.json")))
+    batch += [signed(fixture_item("refund-false.json")), signed(fixture_item("refund-true.json"))]
     assert receiver.post(request_of(*batch)).is_success
-    (authorised_id, *_), (failed_id, *_) = receiver.stored()
+    authorised_id, failed_id, succeeded_id = [row[0] for row in receiver.stored()]
 
     receiver.process(authorised_id)
     failed = receiver.process(failed_id).outcome
+    late = receiver.process(succeeded_id).outcome
 
-    assert (failed.kind, failed.reason) == ("ignored", "stale")
-    assert receiver.payment(payment_id)["state"] == "confirmed"
+    assert (failed.kind, failed.transition) == ("applied", "refund:failed")
+    assert (late.kind, late.reason) == ("ignored", "stale")
+    payment = receiver.payment(payment_id)
+    assert (payment["state"], payment["refunded_amount"]) == ("confirmed", 0)
 
 
-@pytest.mark.parametrize(
-    ("fixture", "kind", "reason", "state"),
-    [
-        ("capture-true.json", "acknowledged_duplicate", "already_in_state", "confirmed"),
-        ("capture-false.json", "ignored", "stale", "confirmed"),
-    ],
-)
-def test_a_capture_after_the_authorisation_changes_nothing(
-    receiver: Receiver, fixture: str, kind: str, reason: str, state: str
-) -> None:
-    capture = fixture_item(fixture)
+def test_a_capture_after_the_authorisation_is_already_in_state(receiver: Receiver) -> None:
+    capture = fixture_item("capture-true.json")
     reference, amount = capture["merchantReference"], capture["amount"]["value"]
     payment_id = receiver.register(reference, amount, currency="USD")
     batch = [signed(authorisation(reference, amount, "ORIGINAL_PSP", currency="USD"))]
@@ -730,20 +831,86 @@ def test_a_capture_after_the_authorisation_changes_nothing(
     assert receiver.process(authorised_id).outcome.transition == "pending->confirmed"
     captured = receiver.process(capture_id).outcome
 
-    assert (captured.kind, captured.reason) == (kind, reason)
-    assert receiver.payment(payment_id)["state"] == state
+    assert (captured.kind, captured.reason) == ("acknowledged_duplicate", "already_in_state")
+    assert receiver.payment(payment_id)["state"] == "confirmed"
 
 
-def test_a_failed_capture_of_a_pending_payment_fails_it(receiver: Receiver) -> None:
+def test_a_failed_capture_takes_back_what_automatic_capture_counted(receiver: Receiver) -> None:
+    capture = fixture_item("capture-false.json")
+    reference, amount = capture["merchantReference"], capture["amount"]["value"]
+    payment_id = receiver.register(reference, amount, currency="USD")
+    batch = [signed(authorisation(reference, amount, "ORIGINAL_PSP", currency="USD"))]
+    batch.append(signed(capture))
+    assert receiver.post(request_of(*batch)).is_success
+    (authorised_id, *_), (capture_id, *_) = receiver.stored()
+
+    assert receiver.process(authorised_id).outcome.transition == "pending->confirmed"
+    failed = receiver.process(capture_id).outcome
+
+    assert (failed.kind, failed.transition) == ("applied", "confirmed->failed")
+    assert receiver.payment(payment_id)["state"] == "failed"
+    assert receiver.order(f"order-{reference}")["paid_amount"] == 0
+
+
+def test_a_failed_capture_before_its_authorisation_waits_for_it(receiver: Receiver) -> None:
     capture = fixture_item("capture-false.json")
     payment_id = receiver.register(capture["merchantReference"], 23623, currency="USD")
     assert receiver.post(request_of(signed(capture))).is_success
     ((capture_id, *_),) = receiver.stored()
 
-    failed = receiver.process(capture_id).outcome
+    waiting = receiver.process(capture_id).outcome
 
-    assert (failed.kind, failed.transition) == ("applied", "pending->failed")
-    assert receiver.payment(payment_id)["state"] == "failed"
+    assert (waiting.kind, waiting.reason) == ("deferred", "awaiting_state")
+    assert receiver.payment(payment_id)["state"] == "pending"
+
+
+@pytest.fixture
+def manual(tmp_path: Path) -> Iterator[Receiver]:
+    with make_receiver(tmp_path, KEY, adyen_capture="manual") as running:
+        yield running
+
+
+def test_under_manual_capture_the_authorisation_holds_and_the_capture_pays(
+    manual: Receiver,
+) -> None:
+    capture = fixture_item("capture-true.json")
+    reference, amount = capture["merchantReference"], capture["amount"]["value"]
+    payment_id = manual.register(reference, amount, currency="USD")
+    batch = [signed(authorisation(reference, amount, "ORIGINAL_PSP", currency="USD"))]
+    batch.append(signed(capture))
+    assert manual.post(request_of(*batch)).is_success
+    (authorised_id, *_), (capture_id, *_) = manual.stored()
+
+    assert manual.process(authorised_id).outcome.transition == "pending->authorized"
+    held = manual.order(f"order-{reference}")
+    assert (held["status"], held["paid_amount"]) == ("pending", 0)
+    assert manual.process(capture_id).outcome.transition == "authorized->confirmed"
+    assert manual.order(f"order-{reference}")["status"] == "paid"
+    assert manual.payment(payment_id)["state"] == "confirmed"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "transition"),
+    [
+        ("offer-closed.json", "authorized->canceled"),
+        ("capture-false.json", "authorized->failed"),
+    ],
+)
+def test_under_manual_capture_an_authorisation_that_is_never_captured_pays_nothing(
+    manual: Receiver, fixture: str, transition: str
+) -> None:
+    ended = fixture_item(fixture)
+    reference, amount = ended["merchantReference"], ended["amount"]["value"]
+    currency = ended["amount"]["currency"]
+    manual.register(reference, amount, currency=currency)
+    batch = [signed(authorisation(reference, amount, "ORIGINAL_PSP", currency=currency))]
+    batch.append(signed(ended))
+    assert manual.post(request_of(*batch)).is_success
+    (authorised_id, *_), (ended_id, *_) = manual.stored()
+
+    manual.process(authorised_id)
+    assert manual.process(ended_id).outcome.transition == transition
+    assert manual.order(f"order-{reference}")["paid_amount"] == 0
 
 
 def test_a_cancellation_cancels_a_pending_payment(receiver: Receiver) -> None:

@@ -178,6 +178,19 @@ def test_an_outcome_is_counted_once_with_its_lag_even_when_the_broker_redelivers
     assert sample("payhook_task_duration_seconds_count", task=PROCESS_DELIVERY) == runs + 2
 
 
+def test_a_deferral_is_counted_by_reason_and_never_as_an_outcome(engine: Engine) -> None:
+    before = sample("payhook_deferrals_total", reason="no_payment")
+    outcomes_before = sample("payhook_outcomes_total", kind="deferred", reason="no_payment")
+    observer = TaskObserver(lambda: engine, lambda: NOW)
+    observer.succeeded(
+        task(PROCESS_DELIVERY), {"kind": "deferred", "reason": "no_payment", "delivery_id": 1}
+    )
+    assert sample("payhook_deferrals_total", reason="no_payment") == before + 1
+    assert sample("payhook_outcomes_total", kind="deferred", reason="no_payment") == (
+        outcomes_before
+    )
+
+
 def test_retries_failures_and_dead_deliveries_are_counted_by_cause(engine: Engine) -> None:
     before = {
         "deferred": sample("payhook_task_retries_total", task=PROCESS_DELIVERY, cause="deferred"),

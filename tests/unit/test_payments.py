@@ -5,7 +5,7 @@ import pytest
 from domain.events import Action, PaymentEvent
 from domain.money import InvalidCurrency, exponent, normalize_currency
 from domain.outcomes import Outcome, OutcomeKind, Reason
-from domain.payments import Order, OrderStatus, Payment, PaymentState
+from domain.payments import Order, OrderStatus, Payment, PaymentState, Refund, RefundStatus
 
 FIRST_DELIVERY = 101
 LATER_DELIVERY = 202
@@ -257,24 +257,25 @@ def test_an_unsupported_action_is_ignored() -> None:
 # --- refunds -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("state", [PaymentState.CREATED, PaymentState.PENDING, PaymentState.FAILED])
-def test_refund_before_confirmation_is_deferred_awaiting_confirmation(
-    state: PaymentState,
-) -> None:
+@pytest.mark.parametrize(
+    "state",
+    [PaymentState.CREATED, PaymentState.PENDING, PaymentState.AUTHORIZED, PaymentState.FAILED],
+)
+def test_refund_before_capture_waits_for_the_capture(state: PaymentState) -> None:
     the_order, the_payment = order(), payment(state=state)
 
     outcome = the_payment.apply(refund(500, "re_1"), the_order, FIRST_DELIVERY)
 
-    assert outcome == Outcome.deferred(Reason.AWAITING_CONFIRMATION, the_payment.id)
+    assert outcome == Outcome.deferred(Reason.AWAITING_STATE, the_payment.id)
     assert outcome.is_deferred
     assert the_payment.state is state
     assert the_payment.refunds == {}
     assert the_order.refunded_amount == 0
 
 
-def test_a_refund_still_awaiting_confirmation_after_the_grace_is_an_invalid_transition() -> None:
-    deferred = Outcome.deferred(Reason.AWAITING_CONFIRMATION, 7)
-    assert deferred.expire() == Outcome(OutcomeKind.REJECTED, Reason.INVALID_TRANSITION, None, 7)
+def test_an_event_still_awaiting_its_state_after_the_wait_is_unmatched_not_rejected() -> None:
+    deferred = Outcome.awaiting_state(7)
+    assert deferred.expire() == Outcome(OutcomeKind.UNMATCHED, Reason.AWAITING_STATE, None, 7)
 
 
 def test_an_event_for_no_payment_after_the_grace_is_unmatched() -> None:
@@ -299,7 +300,7 @@ def test_partial_refunds_add_up_to_a_full_refund() -> None:
     assert second == Outcome.applied("confirmed->refunded", the_payment.id)
     assert the_payment.state is PaymentState.REFUNDED
     assert the_payment.refunded_amount == 2000
-    assert the_payment.refunds == {"re_1": 500, "re_2": 1500}
+    assert the_payment.refunds == {"re_1": Refund(500), "re_2": Refund(1500)}
     assert the_order.refunded_amount == 2000
     assert the_order.net_paid == 0
 
@@ -323,7 +324,7 @@ def test_a_refund_without_an_amount_refunds_what_is_left() -> None:
     outcome = the_payment.apply(refund(None, "re_2"), the_order, LATER_DELIVERY + 1)
 
     assert outcome.transition == "confirmed->refunded"
-    assert the_payment.refunds == {"re_1": 500, "re_2": 1500}
+    assert the_payment.refunds == {"re_1": Refund(500), "re_2": Refund(1500)}
 
 
 def test_refunding_more_than_was_paid_is_rejected() -> None:
@@ -347,7 +348,7 @@ def test_another_refund_of_a_fully_refunded_payment_is_already_in_state() -> Non
     outcome = the_payment.apply(refund(1, "re_2"), the_order, LATER_DELIVERY + 1)
 
     assert outcome == Outcome.already_in_state(the_payment.id, None)
-    assert the_payment.refunds == {"re_1": 2000}
+    assert the_payment.refunds == {"re_1": Refund(2000)}
     assert the_order.refunded_amount == 2000
 
 
@@ -376,6 +377,200 @@ def test_a_refund_of_a_canceled_payment_is_an_invalid_transition() -> None:
     the_payment = payment(state=PaymentState.CANCELED)
     outcome = the_payment.apply(refund(500, "re_1"), order(), LATER_DELIVERY)
     assert outcome == Outcome.rejected(Reason.INVALID_TRANSITION, the_payment.id)
+
+
+def test_a_refund_failure_before_its_success_keeps_the_success_from_applying() -> None:
+    the_order = order()
+    the_payment = confirmed(the_order)
+    failed = event(Action.REFUND_FAILED, 500, refund_reference="re_1", event_id="evt_f")
+
+    first = the_payment.apply(failed, the_order, LATER_DELIVERY)
+    late_success = the_payment.apply(refund(500, "re_1"), the_order, LATER_DELIVERY + 1)
+
+    assert first == Outcome.applied("refund:failed", the_payment.id)
+    assert late_success == Outcome.ignored(Reason.STALE, the_payment.id)
+    assert the_payment.refunds == {"re_1": Refund(500, RefundStatus.FAILED)}
+    assert (the_payment.refunded_amount, the_order.refunded_amount) == (0, 0)
+    assert the_order.status is OrderStatus.PAID
+
+
+def test_a_refund_that_fails_after_its_success_gives_the_money_back() -> None:
+    the_order = order()
+    the_payment = confirmed(the_order)
+    the_payment.apply(refund(2000, "re_1"), the_order, LATER_DELIVERY)
+    failed = event(Action.REFUND_FAILED, 2000, refund_reference="re_1", event_id="evt_f")
+
+    outcome = the_payment.apply(failed, the_order, LATER_DELIVERY + 1)
+
+    assert outcome == Outcome.applied("refunded->confirmed", the_payment.id)
+    assert (the_payment.refunded_amount, the_order.refunded_amount) == (0, 0)
+    assert the_order.status is OrderStatus.PAID
+
+
+# --- authorisation and capture -------------------------------------------------------------
+
+
+def test_an_authorisation_holds_money_and_pays_nothing() -> None:
+    the_order, the_payment = order(), payment()
+
+    outcome = the_payment.apply(event(Action.AUTHORIZE), the_order, FIRST_DELIVERY)
+
+    assert outcome == Outcome.applied("pending->authorized", the_payment.id)
+    assert the_payment.state is PaymentState.AUTHORIZED
+    assert the_order.paid_amount == 0
+    assert the_order.status is OrderStatus.PENDING
+
+
+def test_the_capture_of_an_authorisation_pays_the_order() -> None:
+    the_order, the_payment = order(), payment()
+    the_payment.apply(event(Action.AUTHORIZE), the_order, FIRST_DELIVERY)
+
+    outcome = the_payment.apply(event(Action.CONFIRM), the_order, LATER_DELIVERY)
+
+    assert outcome == Outcome.applied("authorized->confirmed", the_payment.id)
+    assert the_order.status is OrderStatus.PAID
+    assert the_payment.confirmed_by == LATER_DELIVERY
+
+
+@pytest.mark.parametrize("first", [Action.AUTHORIZE, Action.CANCEL])
+def test_an_authorisation_and_its_void_cancel_the_payment_in_either_order(first: Action) -> None:
+    the_order, the_payment = order(), payment()
+    second = Action.CANCEL if first is Action.AUTHORIZE else Action.AUTHORIZE
+
+    the_payment.apply(event(first), the_order, FIRST_DELIVERY)
+    the_payment.apply(event(second), the_order, LATER_DELIVERY)
+
+    assert the_payment.state is PaymentState.CANCELED
+    assert the_order.paid_amount == 0
+
+
+def test_an_authorisation_after_the_capture_is_already_in_state() -> None:
+    the_order = order()
+    the_payment = confirmed(the_order)
+    outcome = the_payment.apply(event(Action.AUTHORIZE), the_order, LATER_DELIVERY)
+    assert outcome == Outcome.already_in_state(the_payment.id, None)
+    assert the_payment.state is PaymentState.CONFIRMED
+
+
+def test_a_failed_attempt_beside_an_authorisation_leaves_it_authorized() -> None:
+    the_order, the_payment = order(), payment()
+    the_payment.apply(event(Action.AUTHORIZE), the_order, FIRST_DELIVERY)
+    outcome = the_payment.apply(event(Action.FAIL), the_order, LATER_DELIVERY)
+    assert outcome == Outcome.ignored(Reason.STALE, the_payment.id)
+    assert the_payment.state is PaymentState.AUTHORIZED
+
+
+def test_a_failed_capture_before_its_authorisation_waits_for_it() -> None:
+    the_order, the_payment = order(), payment()
+    outcome = the_payment.apply(event(Action.CAPTURE_FAILED), the_order, FIRST_DELIVERY)
+    assert outcome == Outcome.awaiting_state(the_payment.id)
+    assert the_payment.state is PaymentState.PENDING
+
+
+def test_a_failed_capture_of_a_payment_counted_as_captured_takes_the_money_back() -> None:
+    the_order = order()
+    the_payment = confirmed(the_order)
+
+    outcome = the_payment.apply(event(Action.CAPTURE_FAILED), the_order, LATER_DELIVERY)
+
+    assert outcome == Outcome.applied("confirmed->failed", the_payment.id)
+    assert the_order.paid_amount == 0
+    assert the_order.status is OrderStatus.PENDING
+
+
+def test_manual_confirmation_captures_an_authorized_payment() -> None:
+    the_order, the_payment = order(), payment(state=PaymentState.AUTHORIZED)
+    outcome = the_payment.confirm_manually(the_order)
+    assert outcome == Outcome.applied("authorized->confirmed", the_payment.id)
+    assert the_order.status is OrderStatus.PAID
+
+
+# --- disputes ------------------------------------------------------------------------------
+
+
+def dispute_event(action: Action, stage: int, won: bool | None = None) -> PaymentEvent:
+    return PaymentEvent(
+        provider="adyen",
+        event_id=f"psp_dp:{action}",
+        event_type=f"test.{action}",
+        action=action,
+        payment_reference="pi_7",
+        amount=2000,
+        currency="USD",
+        dispute_reference="dp_1",
+        dispute_stage=stage,
+        dispute_won=won,
+    )
+
+
+def test_a_dispute_opened_moves_no_money() -> None:
+    the_order = order()
+    the_payment = confirmed(the_order)
+    outcome = the_payment.apply(dispute_event(Action.DISPUTE, 1), the_order, LATER_DELIVERY)
+    assert outcome == Outcome.applied("dispute:opened", the_payment.id)
+    assert the_order.status is OrderStatus.PAID
+
+
+def test_a_chargeback_takes_the_money_and_its_reversal_gives_it_back() -> None:
+    the_order = order()
+    the_payment = confirmed(the_order)
+
+    taken = the_payment.apply(
+        dispute_event(Action.DISPUTE_FUNDS_WITHDRAWN, 2), the_order, LATER_DELIVERY
+    )
+    assert taken == Outcome.applied("dispute:funds_withdrawn", the_payment.id)
+    assert (the_payment.disputed_amount, the_order.disputed_amount) == (2000, 2000)
+    assert the_order.status is OrderStatus.PENDING
+
+    back = the_payment.apply(
+        dispute_event(Action.DISPUTE_FUNDS_REINSTATED, 3), the_order, LATER_DELIVERY + 1
+    )
+    assert back == Outcome.applied("dispute:funds_reinstated", the_payment.id)
+    assert (the_payment.disputed_amount, the_order.disputed_amount) == (0, 0)
+    assert the_order.status is OrderStatus.PAID
+
+
+def test_a_chargeback_delivered_after_its_reversal_is_stale() -> None:
+    the_order = order()
+    the_payment = confirmed(the_order)
+    the_payment.apply(dispute_event(Action.DISPUTE_FUNDS_REINSTATED, 3), the_order, LATER_DELIVERY)
+
+    late = the_payment.apply(
+        dispute_event(Action.DISPUTE_FUNDS_WITHDRAWN, 2), the_order, LATER_DELIVERY + 1
+    )
+
+    assert late == Outcome.ignored(Reason.STALE, the_payment.id)
+    assert the_order.disputed_amount == 0
+    assert the_order.status is OrderStatus.PAID
+
+
+def test_a_lost_dispute_keeps_the_money_lost() -> None:
+    the_order = order()
+    the_payment = confirmed(the_order)
+    outcome = the_payment.apply(
+        dispute_event(Action.DISPUTE_CLOSED, 4, won=False), the_order, LATER_DELIVERY
+    )
+    assert outcome == Outcome.applied("dispute:lost", the_payment.id)
+    assert the_order.disputed_amount == 2000
+    assert the_payment.state is PaymentState.CONFIRMED  # not refunded: taken by the dispute
+
+
+def test_a_dispute_never_takes_more_than_is_left_after_refunds() -> None:
+    the_order = order()
+    the_payment = confirmed(the_order)
+    the_payment.apply(refund(1500, "re_1"), the_order, LATER_DELIVERY)
+    the_payment.apply(dispute_event(Action.DISPUTE_FUNDS_WITHDRAWN, 2), the_order, LATER_DELIVERY)
+    assert the_payment.disputed_amount == 500
+    assert the_order.net_paid == 0
+
+
+def test_a_dispute_of_an_uncaptured_payment_waits_for_the_capture() -> None:
+    the_order, the_payment = order(), payment(state=PaymentState.AUTHORIZED)
+    outcome = the_payment.apply(
+        dispute_event(Action.DISPUTE_FUNDS_WITHDRAWN, 2), the_order, FIRST_DELIVERY
+    )
+    assert outcome == Outcome.awaiting_state(the_payment.id)
+    assert the_payment.disputes == {}
 
 
 # --- manual confirmation -------------------------------------------------------------------

@@ -578,6 +578,9 @@ class Expected:
     currency: str
     alias: str | None = None
     refund: str | None = None
+    dispute: str | None = None
+    stage: int | None = None
+    won: bool | None = None
 
 
 EXPECTED = {
@@ -603,6 +606,26 @@ EXPECTED = {
         alias="5LK72275CG489890D",
         refund="8VC964970N548345V",
     ),
+    # Money held, not captured; a voided hold pays nothing.
+    "PAYMENT.AUTHORIZATION.CREATED.v1.json": Expected(
+        Action.AUTHORIZE, "PAY-36246664YD343335CKHFA4AY", 747, "USD"
+    ),
+    "PAYMENT.AUTHORIZATION.VOIDED.v2.json": Expected(
+        Action.CANCEL, "5O190127TN364715T", 10000, "USD"
+    ),
+    # A dispute names the capture it disputes (learned as the order's alias).
+    "CUSTOMER.DISPUTE.CREATED.json": Expected(
+        Action.DISPUTE, "3C679366HH908993F", 10000, "USD", dispute="PP-D-27803", stage=1
+    ),
+    "CUSTOMER.DISPUTE.RESOLVED.json": Expected(
+        Action.DISPUTE_CLOSED,
+        "3C679366HH908993F",
+        10000,  # dispute_outcome.amount_refunded
+        "USD",
+        dispute="PP-D-27803",
+        stage=2,
+        won=False,
+    ),
 }
 
 
@@ -627,6 +650,9 @@ def test_each_sample_event_parses_to_its_payment_change(name: str) -> None:
         currency=want.currency,
         refund_reference=want.refund,
         alias=want.alias,
+        dispute_reference=want.dispute,
+        dispute_stage=want.stage,
+        dispute_won=want.won,
     )
     assert parse_delivery("paypal", document["id"], fixture_bytes(f"paypal/{name}")) == event
 
@@ -709,11 +735,33 @@ def test_a_completed_order_sums_its_completed_captures() -> None:
 
 
 def test_an_event_type_payhook_does_not_act_on_is_unsupported() -> None:
-    webhook_event = fixture_json("paypal/verify_webhook_signature_request.example.json")
-    event = paypal.parse(json.dumps(webhook_event["webhook_event"]).encode())
-    assert event == PaymentEvent(
-        "paypal", "8PT597110X687430LKGECATA", "PAYMENT.AUTHORIZATION.CREATED", Action.UNSUPPORTED
+    body = json.dumps({"id": "WH-1", "event_type": "CUSTOMER.DISPUTE.UPDATED", "resource": {}})
+    assert paypal.parse(body.encode()) == PaymentEvent(
+        "paypal", "WH-1", "CUSTOMER.DISPUTE.UPDATED", Action.UNSUPPORTED
     )
+
+
+@pytest.mark.parametrize(
+    ("outcome_code", "won"),
+    [
+        ("RESOLVED_BUYER_FAVOUR", False),
+        ("ACCEPTED", False),
+        ("RESOLVED_SELLER_FAVOUR", True),
+        ("RESOLVED_WITH_PAYOUT", True),
+        ("CANCELED_BY_BUYER", True),
+    ],
+)
+def test_a_dispute_is_lost_only_when_resolved_for_the_buyer(outcome_code: str, won: bool) -> None:
+    document = fixture_json("paypal/CUSTOMER.DISPUTE.RESOLVED.json")
+    document["resource"]["dispute_outcome"] = {"outcome_code": outcome_code}
+    assert paypal.parse(json.dumps(document).encode()).dispute_won is won
+
+
+def test_a_dispute_naming_no_transaction_is_malformed() -> None:
+    document = fixture_json("paypal/CUSTOMER.DISPUTE.CREATED.json")
+    document["resource"]["disputed_transactions"] = []
+    with pytest.raises(MalformedEvent, match="seller_transaction_id"):
+        paypal.parse(json.dumps(document).encode())
 
 
 @pytest.mark.parametrize(
@@ -1121,6 +1169,35 @@ def test_legacy_v1_events_are_matched_through_their_payment_id(app: PayPalApp) -
 
 
 def test_an_event_payhook_does_not_act_on_is_accepted_and_ignored(app: PayPalApp) -> None:
-    webhook_event = fixture_json("paypal/verify_webhook_signature_request.example.json")
-    body = json.dumps(webhook_event["webhook_event"]).encode()
-    assert app.process(body) == Outcome.ignored(Reason.UNSUPPORTED_EVENT)
+    body = json.dumps({"id": "WH-1", "event_type": "CUSTOMER.DISPUTE.UPDATED", "resource": {}})
+    assert app.process(body.encode()) == Outcome.ignored(Reason.UNSUPPORTED_EVENT)
+
+
+def test_an_authorization_holds_and_its_void_cancels_without_paying(app: PayPalApp) -> None:
+    payment_id = app.register("5O190127TN364715T", 10000, "USD")
+    created = body_of(
+        "PAYMENT.AUTHORIZATION.VOIDED.v2.json",
+        id="WH-AUTHORIZATION-CREATED",
+        event_type="PAYMENT.AUTHORIZATION.CREATED",
+        resource={"status": "CREATED"},
+    )
+    voided = fixture_bytes("paypal/PAYMENT.AUTHORIZATION.VOIDED.v2.json")
+
+    assert app.process(created) == Outcome.applied("pending->authorized", payment_id)
+    assert app.order_status("5O190127TN364715T") == "pending"
+    assert app.process(voided) == Outcome.applied("authorized->canceled", payment_id)
+    assert app.payment(payment_id)["state"] == "canceled"
+
+
+def test_a_dispute_resolved_for_the_buyer_takes_the_money_back(app: PayPalApp) -> None:
+    payment_id = app.register("5O190127TN364715T", 10000, "USD")
+    completed = fixture_bytes("paypal/CHECKOUT.ORDER.COMPLETED.v2.json")
+    assert app.process(completed) == Outcome.applied("pending->confirmed", payment_id)
+
+    created = fixture_bytes("paypal/CUSTOMER.DISPUTE.CREATED.json")
+    assert app.process(created) == Outcome.applied("dispute:opened", payment_id)
+    assert app.order_status("5O190127TN364715T") == "paid"  # a hold is no loss
+    resolved = fixture_bytes("paypal/CUSTOMER.DISPUTE.RESOLVED.json")
+    assert app.process(resolved) == Outcome.applied("dispute:lost", payment_id)
+    assert app.order_status("5O190127TN364715T") == "pending"
+    assert app.payment(payment_id)["disputed_amount"] == 10000

@@ -22,6 +22,7 @@ from tasks.storage.errors import is_transient
 from tasks.storage.tables import idempotency_keys, outcomes, refunds
 from tasks.storage.uow import UnitOfWork
 from tasks.sweeping import sweep
+from tasks.waking import wake_due
 from tests.fixture_files import fixture_json
 from tests.unit.common import NOW
 
@@ -301,7 +302,7 @@ def test_unknown_payment_after_the_grace_is_unmatched(engine: Engine) -> None:
 
 def test_unsupported_event_is_ignored(engine: Engine) -> None:
     register(engine)
-    delivery_id = deliver_stripe(engine, stripe_body("evt_1", "charge.captured.json"))
+    delivery_id = deliver_stripe(engine, stripe_body("evt_1", "charge.failed.json"))
 
     processed = process(engine, delivery_id)
 
@@ -374,20 +375,127 @@ def test_standard_refunds_are_stored_once_and_add_up(engine: Engine) -> None:
     assert order["status"] == "pending"
 
 
-def test_a_refund_before_confirmation_waits_then_is_rejected_after_the_grace(
+def test_a_refund_before_its_capture_waits_and_the_capture_wakes_it(engine: Engine) -> None:
+    payment_id = register(engine, provider="shop", reference="pay_1", amount=1500, currency="EUR")
+    body = standard_body("payment.refunded", amount=500, refund_reference="rf_1")
+    refund_id = deliver_standard(engine, "msg_1", body)
+
+    waiting = process(engine, refund_id)
+    assert waiting.outcome == Outcome.awaiting_state(payment_id)
+    assert waiting.retry_in is not None
+    assert delivery_view(engine, refund_id)["status"] == "deferred"
+    assert count(engine, outcomes) == 0
+    assert count(engine, idempotency_keys) == 0  # its claim went back while it waits
+
+    capture = process(engine, deliver_standard(engine, "msg_2", standard_body("payment.succeeded")))
+    assert capture.outcome.transition == "pending->confirmed"
+    assert capture.woken == (refund_id,)  # to be published after the commit
+    assert delivery_view(engine, refund_id)["status"] == "received"
+
+    applied = process(engine, refund_id, NOW + timedelta(seconds=1))
+    assert applied.outcome == Outcome.applied("refund:partial", payment_id)
+    assert order_view(engine)["refunded_amount"] == 500
+
+
+def test_an_event_still_awaiting_its_state_after_the_bound_is_unmatched_and_replayable(
     engine: Engine,
 ) -> None:
     payment_id = register(engine, provider="shop", reference="pay_1", amount=1500, currency="EUR")
     body = standard_body("payment.refunded", amount=500, refund_reference="rf_1")
     delivery_id = deliver_standard(engine, "msg_1", body)
 
-    waiting = process(engine, delivery_id)
-    assert waiting.outcome == Outcome.deferred(Reason.AWAITING_CONFIRMATION, payment_id)
-    assert count(engine, outcomes) == 0
+    # Past the 10-minute grace for a missing payment, it still waits: the payment exists.
+    still = process(engine, delivery_id, NOW + POLICY.unmatched_grace + timedelta(hours=1))
+    assert still.outcome.is_deferred
 
-    expired = process(engine, delivery_id, NOW + POLICY.unmatched_grace)
-    assert expired.outcome == Outcome.rejected(Reason.INVALID_TRANSITION, payment_id)
+    expired = process(engine, delivery_id, NOW + POLICY.await_state)
+    assert expired.outcome == Outcome(
+        OutcomeKind.UNMATCHED, Reason.AWAITING_STATE, None, payment_id
+    )
     assert count(engine, refunds) == 0
+    assert count(engine, idempotency_keys) == 0  # a resend of the refund processes normally
+
+
+def test_a_resend_of_an_unmatched_event_applies_once_the_payment_exists(engine: Engine) -> None:
+    body = stripe_body("evt_1")
+    first_id = deliver_stripe(engine, body)
+    assert process(engine, first_id, NOW + POLICY.unmatched_grace).outcome.kind == "unmatched"
+    payment_id = register(engine)
+
+    resend_id = deliver_stripe(engine, body, NOW + POLICY.unmatched_grace + timedelta(hours=1))
+    resent = process(engine, resend_id, NOW + POLICY.unmatched_grace + timedelta(hours=1))
+
+    assert resent.outcome == Outcome.applied("pending->confirmed", payment_id)
+    assert delivery_view(engine, first_id)["outcome"]["kind"] == "unmatched"  # kept
+    assert payment_view(engine, payment_id)["confirmed_by"] == resend_id
+
+
+def test_a_dead_delivery_gives_its_claim_back(engine: Engine) -> None:
+    body = stripe_body("evt_1")
+    payment_id = register(engine)
+    first_id = deliver_stripe(engine, body)
+    with UnitOfWork(engine) as uow:  # a claim kept by an earlier run that then died
+        uow.idempotency_keys.claim(stripe.parse(body).key, first_id, "f", NOW)
+        uow.commit()
+
+    record_failure(first_id, UnitOfWork(engine), NOW, Reason.PROCESSING_ERROR)
+    resent = process(engine, deliver_stripe(engine, body))
+
+    assert resent.outcome == Outcome.applied("pending->confirmed", payment_id)
+
+
+def test_registering_the_payment_wakes_the_deliveries_that_came_before_it(
+    engine: Engine,
+) -> None:
+    delivery_id = deliver_stripe(engine, stripe_body("evt_1"))
+    other_id = deliver_stripe(engine, stripe_body("evt_2", id="pi_other"))
+    process(engine, delivery_id)
+    process(engine, other_id)
+    published: list[int] = []
+
+    create_order(UnitOfWork(engine), reference="order-1", total=2000, currency="USD", now=NOW)
+    payment_id = create_payment(
+        UnitOfWork(engine),
+        order_reference="order-1",
+        provider="stripe",
+        provider_reference=PI,
+        amount=2000,
+        currency="USD",
+        now=NOW,
+        publish=published.append,
+    )
+
+    assert published == [delivery_id]  # not the one waiting for another payment
+    assert delivery_view(engine, other_id)["status"] == "deferred"
+    assert process(engine, delivery_id).outcome == Outcome.applied("pending->confirmed", payment_id)
+
+
+def test_the_wake_task_publishes_deferred_deliveries_whose_time_has_come(engine: Engine) -> None:
+    delivery_id = deliver_stripe(engine, stripe_body("evt_1"))
+    deferred = process(engine, delivery_id)
+    assert deferred.retry_in is not None
+    due = NOW + timedelta(seconds=deferred.retry_in)
+    published: list[int] = []
+
+    assert (
+        wake_due(UnitOfWork(engine), due - timedelta(seconds=0.1), POLICY, published.append) == []
+    )
+    assert wake_due(UnitOfWork(engine), due, POLICY, published.append) == [delivery_id]
+    assert wake_due(UnitOfWork(engine), due, POLICY, published.append) == []  # published once
+    assert published == [delivery_id]
+    assert delivery_view(engine, delivery_id)["status"] == "received"
+
+
+def test_attempts_of_a_waiting_delivery_back_off(engine: Engine) -> None:
+    delivery_id = deliver_stripe(engine, stripe_body("evt_1"))
+    now, delays = NOW, []
+    for _ in range(8):
+        processed = process(engine, delivery_id, now)
+        assert processed.retry_in is not None
+        delays.append(processed.retry_in)
+        now += timedelta(seconds=processed.retry_in)
+    assert delays[-1] > delays[0]
+    assert max(delays) <= POLICY.deferral_cap_s
 
 
 # --- record_failure -----------------------------------------------------------------------
@@ -479,19 +587,6 @@ def test_sweep_records_dead_after_max_sweeps(engine: Engine) -> None:
     outcome = delivery_view(engine, lost)["outcome"]
     assert (outcome["kind"], outcome["reason"]) == ("dead", "retry_budget_exhausted")
     assert sweep(UnitOfWork(engine), NOW + 3 * step, policy, published.append).dead == []
-
-
-def test_sweep_picks_up_a_deferred_delivery_whose_retry_was_lost(engine: Engine) -> None:
-    delivery_id = deliver_stripe(engine, stripe_body("evt_1"))
-    deferred = process(engine, delivery_id)
-    assert deferred.retry_in is not None
-    published: list[int] = []
-
-    sweep(UnitOfWork(engine), NOW + timedelta(seconds=deferred.retry_in), POLICY, published.append)
-    assert published == []
-    later = NOW + timedelta(seconds=deferred.retry_in) + POLICY.sweep_after + timedelta(seconds=1)
-    sweep(UnitOfWork(engine), later, POLICY, published.append)
-    assert published == [delivery_id]
 
 
 # --- confirm_payment ----------------------------------------------------------------------

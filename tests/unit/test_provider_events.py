@@ -77,11 +77,56 @@ STRIPE_EXPECTED: dict[str, dict[str, Any]] = {
         "alias": CH,
         "dispute_reference": DP,
         "amount": 100,
+        "dispute_stage": 1,
         **USD,
     },
-    "charge.captured.json": {"action": Action.UNSUPPORTED},
+    # An authorised charge captured; this charge was made without a PaymentIntent.
+    "charge.captured.json": {
+        "action": Action.CONFIRM,
+        "payment_reference": CH,
+        "alias": CH,
+        "amount": 100,
+        **USD,
+    },
     "charge.failed.json": {"action": Action.UNSUPPORTED},
-    "payment_intent.amount_capturable_updated.json": {"action": Action.UNSUPPORTED},
+    # Manual capture: the PaymentIntent waits in requires_capture, the money only held.
+    "payment_intent.amount_capturable_updated.json": {
+        "action": Action.AUTHORIZE,
+        "payment_reference": PI,
+        "amount": 2000,
+        "alias": CH,
+        **USD,
+    },
+    # Older fixtures (api_version 2018-01-23) with their own ids; the dispute names its charge.
+    "charge.dispute.funds_reinstated.json": {
+        "action": Action.DISPUTE_FUNDS_REINSTATED,
+        "payment_reference": "ch_00000000000000",
+        "alias": "ch_00000000000000",
+        "dispute_reference": "dp_00000000000000",
+        "amount": 1000,
+        "dispute_stage": 3,
+        **USD,
+    },
+    "charge.dispute.closed.json": {
+        "action": Action.DISPUTE_CLOSED,
+        "payment_reference": "ch_00000000000000",
+        "alias": "ch_00000000000000",
+        "dispute_reference": "dp_00000000000000",
+        "amount": 1000,
+        "dispute_stage": 4,
+        "dispute_won": True,
+        **USD,
+    },
+    # Assembled from Stripe's own OpenAPI fixtures (see MANIFEST.md).
+    "charge.dispute.funds_withdrawn.json": {
+        "action": Action.DISPUTE_FUNDS_WITHDRAWN,
+        "payment_reference": "ch_1PgafuB7WZ01zgkWXYmPNZs8",
+        "alias": "ch_1PgafuB7WZ01zgkWXYmPNZs8",
+        "dispute_reference": "dp_1Pgc71B7WZ01zgkWMevJiAUx",
+        "amount": 1000,
+        "dispute_stage": 2,
+        **USD,
+    },
 }
 
 

@@ -43,6 +43,8 @@ def deliveries_table(rows: list[dict[str, Any]], title: str | None = None) -> Ta
 
 def payment_heading(payment: dict[str, Any]) -> str:
     refunded = f", {payment['refunded_amount']} refunded" if payment["refunded_amount"] else ""
+    if payment.get("disputed_amount"):
+        refunded += f", {payment['disputed_amount']} lost to disputes"
     return (
         f"[bold]payment {payment['id']}[/bold] {payment['provider']} "
         f"{payment['provider_reference']} (order {payment['order_reference']}): "

@@ -9,7 +9,7 @@ from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
 import tasks.shims  # noqa: F401  (registers the payhook.* tasks)
-from tasks.shims import PRUNE_BODIES, SWEEP, forget_runtime
+from tasks.shims import PRUNE_BODIES, SWEEP, WAKE, forget_runtime
 from worker.settings import Settings
 
 QUEUE = "payhook"
@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> Celery:
         },
         beat_schedule={
             "sweep": {"task": SWEEP, "schedule": float(settings.sweep_interval_s)},
+            "wake": {"task": WAKE, "schedule": float(settings.wake_interval_s)},
             "prune-bodies": {"task": PRUNE_BODIES, "schedule": 3600.0},
         },
         worker_hijack_root_logger=False,

@@ -23,6 +23,7 @@ from tasks.shims import PROCESS_DELIVERY, SWEEP
 from tasks.storage import queries
 from worker.metrics import (
     DEAD_DELIVERIES,
+    DEFERRALS,
     OUTCOME_LAG,
     OUTCOMES,
     TASK_DURATION,
@@ -69,7 +70,9 @@ class TaskObserver:
     def succeeded(self, sender: Any, result: Any, **_: Any) -> None:
         if not isinstance(result, dict):
             return
-        if sender.name == PROCESS_DELIVERY and result.get("kind"):
+        if sender.name == PROCESS_DELIVERY and result.get("kind") == OutcomeKind.DEFERRED.value:
+            DEFERRALS.labels(reason=str(result.get("reason") or "")).inc()  # not an outcome
+        elif sender.name == PROCESS_DELIVERY and result.get("kind"):
             began = self._started.get(sender.request.id)
             self._outcome(result, None if began is None else began[1])
         elif sender.name == SWEEP and result.get("dead"):

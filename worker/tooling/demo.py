@@ -283,11 +283,11 @@ def _samples(stripe_secret: str, shop_secret: str) -> list[Sample]:
             "applied",
         ),
         stripe(
-            "payment_intent.amount_capturable_updated (not acted on)",
+            "amount_capturable_updated for A: its authorisation, after the capture",
             "payment_intent.amount_capturable_updated",
             "evt_demo_7",
             "pi_demo_A",
-            "ignored/unsupported_event",
+            "acknowledged_duplicate/already_in_state",
         ),
         stripe(
             "confirmation before its payment is registered",

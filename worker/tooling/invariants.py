@@ -10,9 +10,14 @@ from sqlalchemy import Connection, Subquery, func, select, text
 
 from tasks.storage.tables import orders, outcomes, payments
 
-# The transitions out of created, pending and failed confirm a payment; `refunded->confirmed`
-# (a refund reversed) does not.
-CONFIRMING = ("created->confirmed", "pending->confirmed", "failed->confirmed")
+# The transitions out of created, pending, authorized and failed confirm a payment;
+# `refunded->confirmed` (a refund reversed) does not.
+CONFIRMING = (
+    "created->confirmed",
+    "pending->confirmed",
+    "authorized->confirmed",
+    "failed->confirmed",
+)
 
 
 @dataclass
@@ -85,7 +90,8 @@ def check(
     found.over_refunded = _ids(
         conn,
         "SELECT p.id FROM payments p"
-        " LEFT JOIN (SELECT payment_id, sum(amount) AS s FROM refunds GROUP BY payment_id) r"
+        " LEFT JOIN (SELECT payment_id, sum(amount) AS s FROM refunds"
+        "   WHERE status = 'succeeded' GROUP BY payment_id) r"
         "   ON r.payment_id = p.id"
         " WHERE p.refunded_amount > p.amount OR p.refunded_amount <> coalesce(r.s, 0)"
         "    OR (p.state = 'refunded') <> (p.refunded_amount = p.amount AND p.amount > 0)",
@@ -103,9 +109,9 @@ def _orders_off(conn: Connection, order_status: dict[str, str] | None) -> list[s
             orders.c.reference,
             orders.c.total,
             orders.c.paid_amount,
-            orders.c.refunded_amount,
+            orders.c.refunded_amount + orders.c.disputed_amount,
             func.coalesce(func.sum(payments.c.amount * func.coalesce(confirmations.c.n, 0)), 0),
-            func.coalesce(func.sum(payments.c.refunded_amount), 0),
+            func.coalesce(func.sum(payments.c.refunded_amount + payments.c.disputed_amount), 0),
         )
         .select_from(orders)
         .outerjoin(payments, payments.c.order_id == orders.c.id)

@@ -103,6 +103,7 @@ def post_payment(payment: PaymentIn, rt: ApiRuntime) -> dict[str, Any]:
                 amount=payment.amount,
                 currency=payment.currency,
                 now=rt.now(),
+                publish=rt.try_publish,  # wakes the deliveries that arrived before it
             )
         except OrderNotFound as error:
             raise HttpError(404, str(error)) from None
@@ -135,6 +136,7 @@ async def post_confirm(
                 rt.now(),
                 idempotency_key=idempotency_key,
                 request_fingerprint=fingerprint,
+                publish=rt.try_publish,  # wakes deliveries waiting for the capture
             )
         )
     if result.status is ConfirmStatus.NOT_FOUND:

@@ -109,7 +109,6 @@ class _Events:
             for name in (
                 "payment_intent.succeeded",
                 "payment_intent.payment_failed",
-                "payment_intent.amount_capturable_updated",
                 "charge.succeeded",
                 "charge.refund.updated",
                 "charge.dispute.created",
@@ -213,8 +212,13 @@ class _Events:
         self._add(event)
 
     def unsupported(self, p: PlannedPayment) -> None:
-        event, obj = self._event("payment_intent.amount_capturable_updated", p)
-        obj.update(id=p.intent, amount=p.amount)
+        """A checkout paid by a delayed method: nothing to do until a later event."""
+        event, obj = self._event("checkout.session.completed", p)
+        obj.update(
+            id=f"cs_soak_unpaid_{p.index:05d}_{len(self.bodies)}",
+            payment_intent=p.intent,
+            payment_status="unpaid",
+        )
         self._add(event)
 
     def _event(self, sample: str, p: PlannedPayment) -> tuple[dict[str, Any], dict[str, Any]]:

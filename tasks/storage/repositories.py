@@ -82,21 +82,15 @@ class Deliveries:
     def lock(self, delivery_id: int) -> DeliveryRecord | None:
         """The delivery, locked for this transaction, with its outcome if it has one."""
         row = self._conn.execute(
-            select(
-                deliveries,
-                outcomes.c.kind,
-                outcomes.c.reason,
-                outcomes.c.transition,
-                outcomes.c.payment_id,
-                outcomes.c.duplicate_of,
-            )
-            .select_from(deliveries.outerjoin(outcomes, outcomes.c.delivery_id == deliveries.c.id))
-            .where(deliveries.c.id == delivery_id)
-            # One round trip: lock the delivery row only (an outer join's other side cannot be).
-            .with_for_update(of=deliveries)
+            select(deliveries).where(deliveries.c.id == delivery_id).with_for_update()
         ).one_or_none()
         if row is None:
             return None
+        # The outcome in a statement of its own, after the lock: in PostgreSQL a statement that
+        # waited for the lock sees the locked row as committed meanwhile, but every other row
+        # (a joined outcome) as of its snapshot, taken before the wait. A delivery has an outcome
+        # exactly when it is processed, so the first run of a delivery needs no second query.
+        outcome = self._outcome(delivery_id) if row.status == "processed" else None
         return DeliveryRecord(
             id=row.id,
             provider=row.provider,
@@ -109,8 +103,20 @@ class Deliveries:
             attempts=row.attempts,
             headers=row.headers,
             body=row.body,
-            outcome=None if row.kind is None else outcome_from_row(row),
+            outcome=outcome,
         )
+
+    def _outcome(self, delivery_id: int) -> Outcome | None:
+        row = self._conn.execute(
+            select(
+                outcomes.c.kind,
+                outcomes.c.reason,
+                outcomes.c.transition,
+                outcomes.c.payment_id,
+                outcomes.c.duplicate_of,
+            ).where(outcomes.c.delivery_id == delivery_id)
+        ).one_or_none()
+        return None if row is None else outcome_from_row(row)
 
     def defer(self, delivery_id: int, next_attempt_at: datetime) -> None:
         self._conn.execute(

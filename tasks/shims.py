@@ -18,9 +18,10 @@ from domain.outcomes import Reason
 from tasks.policy import RetryPolicy, is_transient
 from tasks.processing import (
     UnknownDelivery,
-    note_redelivery,
     process_delivery,
     record_failure,
+    release_attempt,
+    start_attempt,
 )
 from tasks.retention import prune_bodies
 from tasks.storage.uow import UnitOfWork
@@ -75,12 +76,9 @@ def runtime() -> Runtime:
 def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, object]:
     """Apply one stored delivery; returns its outcome (kind, reason, ids) for Flower."""
     rt = runtime()
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
-        # A message that came back may have killed its worker: count it before trying again.
-        finished = redelivered and note_redelivery(
-            delivery_id, rt.unit_of_work(), rt.now(), rt.policy
-        )
+        # Marked started first: an earlier attempt still marked so was lost (its worker killed).
+        finished = start_attempt(delivery_id, rt.unit_of_work(), rt.now(), rt.policy)
         result = finished or process_delivery(delivery_id, rt.unit_of_work(), rt.now(), rt.policy)
     except UnknownDelivery:
         log.error("no such delivery; nothing to do", extra={"delivery_id": delivery_id})
@@ -93,8 +91,9 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
                 type(error).__name__,
                 extra={"delivery_id": delivery_id, "retries": retries},
             )
-            delay = rt.policy.transient_delay(retries)
-            raise self.retry(exc=error, countdown=whole_seconds(delay)) from None
+            countdown = whole_seconds(rt.policy.transient_delay(retries))
+            _release(rt, delivery_id, countdown)
+            raise self.retry(exc=error, countdown=countdown) from None
         # A programming error or an exhausted budget: record it, do not retry it forever.
         log.exception("delivery failed permanently", extra={"delivery_id": delivery_id})
         reason = Reason.RETRY_BUDGET_EXHAUSTED if is_transient(error) else Reason.PROCESSING_ERROR
@@ -109,6 +108,16 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
     outcome = result.as_dict()
     log.info("outcome %s", outcome["kind"], extra=outcome)
     return outcome
+
+
+def _release(rt: Runtime, delivery_id: int, countdown: int) -> None:
+    """Say that this attempt ends in a retry, not lost; if the database is what failed, the next
+    attempt counts this one as lost, once."""
+    try:
+        release_attempt(delivery_id, rt.unit_of_work(), rt.now() + timedelta(seconds=countdown))
+    except Exception as error:
+        if not is_transient(error):
+            raise
 
 
 def whole_seconds(delay: float) -> int:

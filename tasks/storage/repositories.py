@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, delete, insert, literal, select, update
+from sqlalchemy import Connection, Insert, case, delete, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.events import EventKey
@@ -72,6 +72,7 @@ class Deliveries:
                 sweeps=0,
                 redeliveries=0,
                 next_attempt_at=received_at,
+                published_at=received_at,
                 headers=headers,
                 body=body,
             )
@@ -127,6 +128,7 @@ class Deliveries:
                 status="deferred",
                 attempts=deliveries.c.attempts + 1,
                 next_attempt_at=next_attempt_at,
+                started_at=None,
             )
         )
 
@@ -134,21 +136,51 @@ class Deliveries:
         self._conn.execute(
             update(deliveries)
             .where(deliveries.c.id == delivery_id)
-            .values(status="processed", attempts=deliveries.c.attempts + 1, next_attempt_at=None)
+            .values(
+                status="processed",
+                attempts=deliveries.c.attempts + 1,
+                next_attempt_at=None,
+                started_at=None,
+            )
+        )
+
+    def start(self, delivery_id: int, now: datetime) -> int | None:
+        """Mark an attempt started; the attempts lost so far, counting an earlier one that
+        started and never finished. None when there is nothing to start (processed, unknown).
+
+        One statement: it waits for a running attempt's lock and then sees it finished.
+        """
+        row = self._conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .where(deliveries.c.status != "processed")
+            .values(
+                started_at=now,
+                redeliveries=deliveries.c.redeliveries
+                + case((deliveries.c.started_at.is_not(None), 1), else_=0),
+            )
+            .returning(deliveries.c.redeliveries)
+        ).one_or_none()
+        return None if row is None else int(row.redeliveries)
+
+    def release(self, delivery_id: int, published_at: datetime) -> None:
+        """An attempt that ended without an outcome (it retries at `published_at`): not lost."""
+        self._conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .where(deliveries.c.status != "processed")
+            .values(started_at=None, published_at=published_at)
         )
 
     def mark_republished(self, delivery_id: int, next_attempt_at: datetime) -> None:
         self._conn.execute(
             update(deliveries)
             .where(deliveries.c.id == delivery_id)
-            .values(sweeps=deliveries.c.sweeps + 1, next_attempt_at=next_attempt_at)
-        )
-
-    def count_redelivery(self, delivery_id: int) -> None:
-        self._conn.execute(
-            update(deliveries)
-            .where(deliveries.c.id == delivery_id)
-            .values(redeliveries=deliveries.c.redeliveries + 1)
+            .values(
+                sweeps=deliveries.c.sweeps + 1,
+                next_attempt_at=next_attempt_at,
+                published_at=next_attempt_at,
+            )
         )
 
     def reopen(self, delivery_id: int, now: datetime) -> None:
@@ -182,7 +214,13 @@ class Deliveries:
             update(deliveries)
             .where(deliveries.c.id == delivery_id)
             .values(
-                status="received", sweeps=0, redeliveries=0, replayed_at=now, next_attempt_at=now
+                status="received",
+                sweeps=0,
+                redeliveries=0,
+                replayed_at=now,
+                next_attempt_at=now,
+                started_at=None,
+                published_at=now,
             )
         )
 

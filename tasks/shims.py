@@ -44,6 +44,8 @@ class Runtime(Protocol):
 
     def publish(self, delivery_id: int) -> None: ...
 
+    def queued(self) -> int | None: ...
+
 
 _factory: Callable[[], Runtime] | None = None
 _runtime: Runtime | None = None
@@ -129,16 +131,16 @@ def whole_seconds(delay: float) -> int:
 
 @shared_task(name=SWEEP, acks_late=True)
 def sweep_task() -> dict[str, int]:
-    """Re-publish deliveries whose attempt is overdue; record `dead` the hopeless ones."""
+    """Publish again the deliveries whose task message is lost; never one merely queued."""
     rt = runtime()
-    report = sweep(rt.unit_of_work(), rt.now(), rt.policy, rt.publish)
-    if report.republished or report.dead:
+    report = sweep(rt.unit_of_work(), rt.now(), rt.policy, rt.publish, rt.queued)
+    if report.republished:
         log.warning(
-            "sweeper re-published %d deliveries, recorded %d dead",
+            "sweeper re-published %d deliveries (%s messages queued)",
             len(report.republished),
-            len(report.dead),
+            "unknown" if report.queued is None else report.queued,
         )
-    return {"republished": len(report.republished), "dead": len(report.dead)}
+    return {"republished": len(report.republished), "queued": report.queued or 0}
 
 
 @shared_task(name=PRUNE_BODIES, acks_late=True)

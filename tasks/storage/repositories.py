@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, case, delete, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.events import EventKey
@@ -172,15 +182,13 @@ class Deliveries:
             .values(started_at=None, published_at=published_at)
         )
 
-    def mark_republished(self, delivery_id: int, next_attempt_at: datetime) -> None:
+    def mark_republished(self, delivery_ids: list[int], now: datetime) -> None:
+        if not delivery_ids:
+            return
         self._conn.execute(
             update(deliveries)
-            .where(deliveries.c.id == delivery_id)
-            .values(
-                sweeps=deliveries.c.sweeps + 1,
-                next_attempt_at=next_attempt_at,
-                published_at=next_attempt_at,
-            )
+            .where(deliveries.c.id.in_(delivery_ids))
+            .values(sweeps=deliveries.c.sweeps + 1, next_attempt_at=now, published_at=now)
         )
 
     def reopen(self, delivery_id: int, now: datetime) -> None:
@@ -224,16 +232,23 @@ class Deliveries:
             )
         )
 
-    def waiting_since(self, before: datetime, limit: int) -> list[tuple[int, int]]:
-        """(id, sweeps) of deliveries without an outcome whose next attempt is overdue."""
-        rows = self._conn.execute(
-            select(deliveries.c.id, deliveries.c.sweeps)
-            .where(deliveries.c.status != "processed")
-            .where(deliveries.c.next_attempt_at < before)
-            .order_by(deliveries.c.next_attempt_at)
-            .limit(limit)
+    def maybe_lost(
+        self, published_before: datetime, started_before: datetime, limit: int
+    ) -> tuple[int, list[int]]:
+        """Deliveries whose task message may be lost: received (not deferred, not processed),
+        last published before `published_before`, and not started since, or started before
+        `started_before` (longer ago than an attempt may run). How many, and the ids of the
+        `limit` published longest ago."""
+        which = (
+            (deliveries.c.status == "received")
+            & (deliveries.c.published_at < published_before)
+            & (deliveries.c.started_at.is_(None) | (deliveries.c.started_at < started_before))
         )
-        return [(row.id, row.sweeps) for row in rows]
+        total = self._conn.execute(select(func.count()).where(which)).scalar_one()
+        rows = self._conn.execute(
+            select(deliveries.c.id).where(which).order_by(deliveries.c.published_at).limit(limit)
+        )
+        return int(total), [row.id for row in rows]
 
 
 class IdempotencyKeys:

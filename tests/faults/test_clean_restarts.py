@@ -27,10 +27,10 @@ def test_warm_restarts_while_a_delivery_waits_never_record_it_worker_lost(
         stack.start_worker("worker")
         stack.wait_for(
             f"attempt {restart + 1} to be deferred",
-            lambda want=restart + 1: stack.query(
-                "SELECT attempts FROM deliveries WHERE id = %s", delivery_id
-            )
-            >= [(want,)],
+            lambda want=restart + 1: (
+                stack.query("SELECT attempts FROM deliveries WHERE id = %s", delivery_id)
+                >= [(want,)]
+            ),
         )
         assert stack.terminate("worker") == 0
         assert "Warm shutdown" in stack.log_text("worker")

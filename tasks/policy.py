@@ -27,14 +27,14 @@ class RetryPolicy:
     transient_cap_s: float = 30.0
     # Broker retries of one task message, deferrals and transient errors together.
     max_task_retries: int = 100
-    # A delivery with no outcome whose attempt is this overdue was lost: publish it again.
+    # A delivery without an outcome whose message was published this long ago and that no
+    # worker runs may be lost: the sweeper publishes it again (at most once per this period).
     sweep_after: timedelta = timedelta(minutes=5)
     sweep_batch: int = 500
-    # Re-publications by the sweeper before a delivery is recorded dead.
+    # Attempts a worker started and never finished (killed, crashed, its message lost) before
+    # the delivery is recorded dead: a body that kills its worker every time is not retried
+    # forever. A delivery merely queued, or handed back by a clean restart, counts nothing.
     max_sweeps: int = 5
-    # Broker redeliveries of a task message (its worker crashed or was killed) before the
-    # delivery is recorded dead: a body that kills its worker every time is not retried forever.
-    max_redeliveries: int = 5
     soft_time_limit_s: int = 50
     time_limit_s: int = 60
 

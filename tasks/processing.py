@@ -120,25 +120,30 @@ def _wake_waiting(
     return tuple(woken)
 
 
-def note_redelivery(
+def start_attempt(
     delivery_id: int, uow: UnitOfWork, now: datetime, policy: RetryPolicy
 ) -> Processed | None:
-    """Count a broker redelivery; past the budget the delivery is recorded `dead`.
+    """Mark the delivery started, counting an earlier attempt that started and never finished.
 
-    Committed on its own, before processing starts, so that a process killed mid-task still
-    leaves its count behind. Returns the outcome when there is nothing left to process.
+    Committed on its own, before processing, so that a process killed mid-task leaves its mark
+    behind; a message merely handed out again (a warm shutdown, a re-publish) counts nothing.
+    Past the budget of lost attempts the delivery is recorded `dead`. Returns the outcome when
+    there is nothing left to process.
     """
     with uow:
-        delivery = _lock(uow, delivery_id)
-        if delivery.outcome is not None:
-            return Processed.of(delivery, delivery.outcome)
-        if delivery.redeliveries >= policy.max_redeliveries:
-            outcome = Outcome.dead(Reason.WORKER_LOST)
-            _finish(uow, delivery.id, outcome, now)
-            return Processed.of(delivery, outcome)
-        uow.deliveries.count_redelivery(delivery.id)
+        lost = uow.deliveries.start(delivery_id, now)
+        if lost is None or lost <= policy.max_sweeps:
+            uow.commit()
+            return None
+    return record_failure(delivery_id, uow, now, Reason.WORKER_LOST)
+
+
+def release_attempt(delivery_id: int, uow: UnitOfWork, retry_at: datetime) -> None:
+    """An attempt that ends in a retry (a transient error) was not lost: its task is due again
+    at `retry_at`."""
+    with uow:
+        uow.deliveries.release(delivery_id, retry_at)
         uow.commit()
-    return None
 
 
 def record_failure(delivery_id: int, uow: UnitOfWork, now: datetime, reason: Reason) -> Processed:

@@ -19,9 +19,10 @@ from domain.providers import Reading
 from tasks.policy import RetryPolicy
 from tasks.processing import (
     UnknownDelivery,
-    note_redelivery,
     process_delivery,
     record_failure,
+    release_attempt,
+    start_attempt,
 )
 from tasks.retention import prune_bodies
 from tasks.storage.errors import is_transient
@@ -47,6 +48,8 @@ class Runtime(Protocol):
     def now(self) -> datetime: ...
 
     def publish(self, delivery_id: int) -> None: ...
+
+    def queued(self) -> int | None: ...
 
 
 _factory: Callable[[], Runtime] | None = None
@@ -80,12 +83,9 @@ def runtime() -> Runtime:
 def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, object]:
     """Apply one stored delivery; returns its outcome (kind, reason, ids) for Flower."""
     rt = runtime()
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
-        # A message that came back may have killed its worker: count it before trying again.
-        finished = redelivered and note_redelivery(
-            delivery_id, rt.unit_of_work(), rt.now(), rt.policy
-        )
+        # Marked started first: an earlier attempt still marked so was lost (its worker killed).
+        finished = start_attempt(delivery_id, rt.unit_of_work(), rt.now(), rt.policy)
         result = finished or process_delivery(
             delivery_id, rt.unit_of_work(), rt.now(), rt.policy, rt.reading
         )
@@ -100,8 +100,9 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
                 type(error).__name__,
                 extra={"delivery_id": delivery_id, "retries": retries},
             )
-            delay = rt.policy.transient_delay(retries)
-            raise self.retry(exc=error, countdown=whole_seconds(delay)) from None
+            countdown = whole_seconds(rt.policy.transient_delay(retries))
+            _release(rt, delivery_id, countdown)
+            raise self.retry(exc=error, countdown=countdown) from None
         # A programming error or an exhausted budget: record it, do not retry it forever.
         log.exception("delivery failed permanently", extra={"delivery_id": delivery_id})
         reason = Reason.RETRY_BUDGET_EXHAUSTED if is_transient(error) else Reason.PROCESSING_ERROR
@@ -121,6 +122,16 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
     outcome = result.as_dict()
     log.info("outcome %s", outcome["kind"], extra=outcome)
     return outcome
+
+
+def _release(rt: Runtime, delivery_id: int, countdown: int) -> None:
+    """Say that this attempt ends in a retry, not lost; if the database is what failed, the next
+    attempt counts this one as lost, once."""
+    try:
+        release_attempt(delivery_id, rt.unit_of_work(), rt.now() + timedelta(seconds=countdown))
+    except Exception as error:
+        if not is_transient(error):
+            raise
 
 
 def whole_seconds(delay: float) -> int:
@@ -155,16 +166,16 @@ def wake_task() -> dict[str, int]:
 
 @shared_task(name=SWEEP, acks_late=True)
 def sweep_task() -> dict[str, int]:
-    """Re-publish deliveries whose attempt is overdue; record `dead` the hopeless ones."""
+    """Publish again the deliveries whose task message is lost; never one merely queued."""
     rt = runtime()
-    report = sweep(rt.unit_of_work(), rt.now(), rt.policy, rt.publish)
-    if report.republished or report.dead:
+    report = sweep(rt.unit_of_work(), rt.now(), rt.policy, rt.publish, rt.queued)
+    if report.republished:
         log.warning(
-            "sweeper re-published %d deliveries, recorded %d dead",
+            "sweeper re-published %d deliveries (%s messages queued)",
             len(report.republished),
-            len(report.dead),
+            "unknown" if report.queued is None else report.queued,
         )
-    return {"republished": len(report.republished), "dead": len(report.dead)}
+    return {"republished": len(report.republished), "queued": report.queued or 0}
 
 
 @shared_task(name=PRUNE_BODIES, acks_late=True)

@@ -1,38 +1,50 @@
-"""The sweeper: no delivery that got a 2xx waits forever for its outcome."""
+"""The sweeper: no delivery that got a 2xx waits forever for its outcome, and none merely
+queued behind a backlog is published twice or given up."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from domain.outcomes import Reason
 from tasks.policy import RetryPolicy
-from tasks.processing import record_failure
 from tasks.storage.uow import UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
 class SweepReport:
     republished: list[int]
-    dead: list[int]
+    # Task messages waiting in the broker's queue, or None when the broker could not say.
+    queued: int | None
 
 
 def sweep(
-    uow: UnitOfWork, now: datetime, policy: RetryPolicy, publish: Callable[[int], None]
+    uow: UnitOfWork,
+    now: datetime,
+    policy: RetryPolicy,
+    publish: Callable[[int], None],
+    queued: Callable[[], int | None],
 ) -> SweepReport:
-    """Re-publish deliveries whose attempt is overdue (a lost publish, a broker restarted
-    without persistence, a killed worker); record `dead` those re-published too often."""
+    """Publish again the deliveries whose task message is lost (a publish that failed, a broker
+    restarted without persistence, a worker killed with it), each at most once per
+    `sweep_after`.
+
+    A delivery published longer ago than that and not started since is either lost or still
+    queued: the broker's queue is first in, first out, so the newest of them, as many as the
+    queue holds messages, may be queued and are left alone; the others are lost. The sweeper
+    never records a delivery dead: only a worker does, once it has started and lost the
+    delivery's attempts `max_sweeps` times (tasks/processing.py, `start_attempt`).
+    """
+    attempt_limit = timedelta(seconds=policy.time_limit_s)
+    depth = queued()
     with uow:
-        overdue = uow.deliveries.waiting_since(now - policy.sweep_after, policy.sweep_batch)
-        republish = [d for d, sweeps in overdue if sweeps < policy.max_sweeps]
-        for delivery_id in republish:
-            uow.deliveries.mark_republished(delivery_id, now)
+        waiting, oldest = uow.deliveries.maybe_lost(
+            now - policy.sweep_after, now - attempt_limit - policy.sweep_after, policy.sweep_batch
+        )
+        lost = oldest[: max(0, waiting - (depth or 0))]
+        uow.deliveries.mark_republished(lost, now)
         uow.commit()
-    dead = [d for d, sweeps in overdue if sweeps >= policy.max_sweeps]
-    for delivery_id in dead:
-        record_failure(delivery_id, uow, now, Reason.RETRY_BUDGET_EXHAUSTED)
     # Publish after the commit: a publish that is lost again is simply found again next time.
-    for delivery_id in republish:
+    for delivery_id in lost:
         publish(delivery_id)
-    return SweepReport(republish, dead)
+    return SweepReport(lost, depth)

@@ -16,7 +16,8 @@ from tasks.shims import PROCESS_DELIVERY
 from tasks.storage.engine import make_engine
 from tasks.storage.uow import UnitOfWork
 from worker.settings import Settings
-from worker.taskqueue.app import create_app
+from worker.taskqueue.app import QUEUE, create_app
+from worker.taskqueue.depth import queue_depth
 
 log = logging.getLogger("payhook.runtime")
 
@@ -47,6 +48,10 @@ class ProcessRuntime:
 
     def publish(self, delivery_id: int) -> None:
         self.app.send_task(PROCESS_DELIVERY, args=[delivery_id])
+
+    def queued(self) -> int | None:
+        """Task messages waiting in the broker's task queue; None when it does not answer."""
+        return queue_depth(self.app, QUEUE)
 
     def try_publish(self, delivery_id: int) -> bool:
         """Publish; on a broker failure say so and leave the delivery to the sweeper."""

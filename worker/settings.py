@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     transient_cap_s: int = Field(30, gt=0)
     visibility_timeout_s: int = Field(3600, gt=0)
     # RabbitMQ: deliveries of one task message (x-delivery-limit on the quorum queue) before
-    # RabbitMQ moves it to payhook.dead; above the redeliveries payhook itself allows.
+    # RabbitMQ moves it to payhook.dead; above the lost attempts payhook itself allows.
     delivery_limit: int = Field(10, gt=0)
     db_pool_size: int = Field(5, gt=0)
     # A row lock waited for longer than this is a transient error, retried by the task.
@@ -101,11 +101,11 @@ class Settings(BaseSettings):
                 f"({policy.longest_countdown_s + policy.time_limit_s:.0f}s), or Redis would "
                 "deliver a waiting task twice"
             )
-        if self.uses_amqp and self.delivery_limit <= policy.max_redeliveries:
+        if self.uses_amqp and self.delivery_limit <= policy.max_sweeps:
             raise ValueError(
-                f"PAYHOOK_DELIVERY_LIMIT ({self.delivery_limit}) must exceed the redeliveries "
-                f"payhook allows ({policy.max_redeliveries}), so that payhook records such a "
-                "delivery dead before RabbitMQ dead-letters its message"
+                f"PAYHOOK_DELIVERY_LIMIT ({self.delivery_limit}) must exceed the lost attempts "
+                f"payhook allows (PAYHOOK_MAX_SWEEPS, {policy.max_sweeps}), so that payhook "
+                "records such a delivery dead before RabbitMQ dead-letters its message"
             )
         return self
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, delete, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.events import EventKey
@@ -81,6 +91,7 @@ class Deliveries:
                 sweeps=0,
                 redeliveries=0,
                 next_attempt_at=received_at,
+                published_at=received_at,
                 headers=headers,
                 body=body,
             )
@@ -91,21 +102,15 @@ class Deliveries:
     def lock(self, delivery_id: int) -> DeliveryRecord | None:
         """The delivery, locked for this transaction, with its outcome if it has one."""
         row = self._conn.execute(
-            select(
-                deliveries,
-                outcomes.c.kind,
-                outcomes.c.reason,
-                outcomes.c.transition,
-                outcomes.c.payment_id,
-                outcomes.c.duplicate_of,
-            )
-            .select_from(deliveries.outerjoin(outcomes, outcomes.c.delivery_id == deliveries.c.id))
-            .where(deliveries.c.id == delivery_id)
-            # One round trip: lock the delivery row only (an outer join's other side cannot be).
-            .with_for_update(of=deliveries)
+            select(deliveries).where(deliveries.c.id == delivery_id).with_for_update()
         ).one_or_none()
         if row is None:
             return None
+        # The outcome in a statement of its own, after the lock: in PostgreSQL a statement that
+        # waited for the lock sees the locked row as committed meanwhile, but every other row
+        # (a joined outcome) as of its snapshot, taken before the wait. A delivery has an outcome
+        # exactly when it is processed, so the first run of a delivery needs no second query.
+        outcome = self._outcome(delivery_id) if row.status == "processed" else None
         return DeliveryRecord(
             id=row.id,
             provider=row.provider,
@@ -118,8 +123,20 @@ class Deliveries:
             attempts=row.attempts,
             headers=row.headers,
             body=row.body,
-            outcome=None if row.kind is None else outcome_from_row(row),
+            outcome=outcome,
         )
+
+    def _outcome(self, delivery_id: int) -> Outcome | None:
+        row = self._conn.execute(
+            select(
+                outcomes.c.kind,
+                outcomes.c.reason,
+                outcomes.c.transition,
+                outcomes.c.payment_id,
+                outcomes.c.duplicate_of,
+            ).where(outcomes.c.delivery_id == delivery_id)
+        ).one_or_none()
+        return None if row is None else outcome_from_row(row)
 
     def defer(
         self,
@@ -141,6 +158,7 @@ class Deliveries:
                 next_attempt_at=next_attempt_at,
                 awaiting_payment_id=awaiting_payment_id,
                 awaiting_reference=awaiting_reference,
+                started_at=None,
             )
         )
 
@@ -177,11 +195,12 @@ class Deliveries:
         )
         ids = [int(i) for i in self._conn.execute(query.limit(limit)).scalars()]
         if ids:
-            # `received` again: published now, and covered by the sweeper if that is lost.
+            # `received` again: published now, and covered by the sweeper if that is lost (it
+            # counts a lost message from the time of this publish, not of the first).
             self._conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id.in_(ids))
-                .values(status="received", next_attempt_at=now)
+                .values(status="received", next_attempt_at=now, published_at=now)
             )
         return ids
 
@@ -189,21 +208,49 @@ class Deliveries:
         self._conn.execute(
             update(deliveries)
             .where(deliveries.c.id == delivery_id)
-            .values(status="processed", attempts=deliveries.c.attempts + 1, next_attempt_at=None)
+            .values(
+                status="processed",
+                attempts=deliveries.c.attempts + 1,
+                next_attempt_at=None,
+                started_at=None,
+            )
         )
 
-    def mark_republished(self, delivery_id: int, next_attempt_at: datetime) -> None:
+    def start(self, delivery_id: int, now: datetime) -> int | None:
+        """Mark an attempt started; the attempts lost so far, counting an earlier one that
+        started and never finished. None when there is nothing to start (processed, unknown).
+
+        One statement: it waits for a running attempt's lock and then sees it finished.
+        """
+        row = self._conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .where(deliveries.c.status != "processed")
+            .values(
+                started_at=now,
+                redeliveries=deliveries.c.redeliveries
+                + case((deliveries.c.started_at.is_not(None), 1), else_=0),
+            )
+            .returning(deliveries.c.redeliveries)
+        ).one_or_none()
+        return None if row is None else int(row.redeliveries)
+
+    def release(self, delivery_id: int, published_at: datetime) -> None:
+        """An attempt that ended without an outcome (it retries at `published_at`): not lost."""
         self._conn.execute(
             update(deliveries)
             .where(deliveries.c.id == delivery_id)
-            .values(sweeps=deliveries.c.sweeps + 1, next_attempt_at=next_attempt_at)
+            .where(deliveries.c.status != "processed")
+            .values(started_at=None, published_at=published_at)
         )
 
-    def count_redelivery(self, delivery_id: int) -> None:
+    def mark_republished(self, delivery_ids: list[int], now: datetime) -> None:
+        if not delivery_ids:
+            return
         self._conn.execute(
             update(deliveries)
-            .where(deliveries.c.id == delivery_id)
-            .values(redeliveries=deliveries.c.redeliveries + 1)
+            .where(deliveries.c.id.in_(delivery_ids))
+            .values(sweeps=deliveries.c.sweeps + 1, next_attempt_at=now, published_at=now)
         )
 
     def reopen(self, delivery_id: int, now: datetime) -> None:
@@ -237,20 +284,33 @@ class Deliveries:
             update(deliveries)
             .where(deliveries.c.id == delivery_id)
             .values(
-                status="received", sweeps=0, redeliveries=0, replayed_at=now, next_attempt_at=now
+                status="received",
+                sweeps=0,
+                redeliveries=0,
+                replayed_at=now,
+                next_attempt_at=now,
+                started_at=None,
+                published_at=now,
             )
         )
 
-    def waiting_since(self, before: datetime, limit: int) -> list[tuple[int, int]]:
-        """(id, sweeps) of deliveries without an outcome whose next attempt is overdue."""
-        rows = self._conn.execute(
-            select(deliveries.c.id, deliveries.c.sweeps)
-            .where(deliveries.c.status != "processed")
-            .where(deliveries.c.next_attempt_at < before)
-            .order_by(deliveries.c.next_attempt_at)
-            .limit(limit)
+    def maybe_lost(
+        self, published_before: datetime, started_before: datetime, limit: int
+    ) -> tuple[int, list[int]]:
+        """Deliveries whose task message may be lost: received (not deferred, not processed),
+        last published before `published_before`, and not started since, or started before
+        `started_before` (longer ago than an attempt may run). How many, and the ids of the
+        `limit` published longest ago."""
+        which = (
+            (deliveries.c.status == "received")
+            & (deliveries.c.published_at < published_before)
+            & (deliveries.c.started_at.is_(None) | (deliveries.c.started_at < started_before))
         )
-        return [(row.id, row.sweeps) for row in rows]
+        total = self._conn.execute(select(func.count()).where(which)).scalar_one()
+        rows = self._conn.execute(
+            select(deliveries.c.id).where(which).order_by(deliveries.c.published_at).limit(limit)
+        )
+        return int(total), [row.id for row in rows]
 
 
 class IdempotencyKeys:

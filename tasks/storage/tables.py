@@ -68,9 +68,13 @@ deliveries = Table(
     Column("status", String(16), nullable=False),  # received | deferred | processed
     Column("attempts", Integer, nullable=False, default=0),
     Column("sweeps", Integer, nullable=False, default=0),  # re-publications by the sweeper
-    # Task messages the broker handed out again (a worker crashed or was killed holding it).
+    # Attempts a worker started and never finished (killed, crashed, lost with its broker).
     Column("redeliveries", Integer, nullable=False, default=0, server_default="0"),
     _timestamp("next_attempt_at", nullable=True),
+    # Set while a worker's attempt runs: still set at the next start, that attempt was lost.
+    _timestamp("started_at", nullable=True),
+    # The last publish of its task message (receipt, a sweep, a replay, a retry's due time).
+    _timestamp("published_at", nullable=True),
     # A replay restarts the wait for a payment from here instead of from received_at.
     _timestamp("replayed_at", nullable=True),
     Column("headers", Text, nullable=False),  # JSON: only the headers that matter
@@ -83,6 +87,7 @@ deliveries = Table(
     Column("awaiting_payment_id", Id, nullable=True),
     Column("awaiting_reference", String(255), nullable=True),
     Index(None, "status", "next_attempt_at"),
+    Index(None, "status", "published_at"),
     Index(None, "provider", "event_id"),
     Index(None, "awaiting_payment_id"),
     Index(None, "provider", "awaiting_reference"),

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tasks.shims import whole_seconds
+from tasks.shims import SWEEP, whole_seconds
 from worker.settings import Settings
-from worker.taskqueue.app import DEAD_LETTER, QUEUE, create_app
+from worker.taskqueue.app import DEAD_LETTER, QUEUE, SWEEP_QUEUE, create_app
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -18,8 +18,9 @@ def test_rabbitmq_gets_a_quorum_queue_with_a_delivery_limit_and_publisher_confir
     tmp_path: Path,
 ) -> None:
     app = create_app(Settings(broker_url=AMQP, data_dir=tmp_path, delivery_limit=7))
-    [queue] = app.conf.task_queues
+    queue, sweeps = app.conf.task_queues
     assert queue.name == QUEUE
+    assert sweeps.name == SWEEP_QUEUE
     assert queue.exchange.type == "topic"  # native delayed delivery cannot route to direct
     assert queue.queue_arguments["x-queue-type"] == "quorum"
     assert queue.queue_arguments["x-delivery-limit"] == 7
@@ -33,7 +34,7 @@ def test_rabbitmq_gets_a_quorum_queue_with_a_delivery_limit_and_publisher_confir
 
 def test_redis_keeps_its_plain_queue_and_visibility_timeout(tmp_path: Path) -> None:
     app = create_app(Settings(broker_url="redis://127.0.0.1:6379/15", data_dir=tmp_path))
-    assert app.conf.task_queues is None
+    assert [q.name for q in app.conf.task_queues] == [QUEUE, SWEEP_QUEUE]
     assert app.conf.broker_transport_options["visibility_timeout"] == 3600
     assert "confirm_publish" not in app.conf.broker_transport_options
 
@@ -51,3 +52,16 @@ def test_a_delivery_limit_at_or_below_payhooks_own_redelivery_budget_is_refused(
 )
 def test_retry_countdowns_are_whole_seconds_of_at_least_one(delay: float, countdown: int) -> None:
     assert whole_seconds(delay) == countdown
+
+
+def test_sweeps_run_on_a_queue_of_their_own_and_expire_within_their_interval(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        broker_url="redis://127.0.0.1:6379/15", data_dir=tmp_path, sweep_interval_s=45
+    )
+    app = create_app(settings)
+    entry = app.conf.beat_schedule["sweep"]
+    assert entry["task"] == SWEEP
+    assert entry["options"] == {"queue": SWEEP_QUEUE, "expires": 45.0}
+    assert app.amqp.router.route({}, SWEEP)["queue"].name == SWEEP_QUEUE

@@ -185,3 +185,19 @@ def test_lag_percentiles_are_nearest_rank() -> None:
     summary = lag_summary([float(n) for n in range(100, 0, -1)])
     assert summary == {"count": 100, "p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0}
     assert lag_summary([0.25]) == {"count": 1, "p50": 0.25, "p95": 0.25, "p99": 0.25, "max": 0.25}
+
+
+def test_deliveries_and_replay_take_a_time_without_an_offset_as_utc(
+    history: dict[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    def naive(seconds: int) -> str:  # NOW + seconds, written without an offset
+        return (NOW + timedelta(seconds=seconds)).replace(tzinfo=None).isoformat()
+
+    listed = run_json(capsys, "deliveries", "--since", naive(2))
+    assert [d["id"] for d in listed] == [history["waiting"], history["early"]]
+
+    # The early confirmation was recorded unmatched at 12:00:12, received at 12:00:02.
+    assert main(["replay", "--outcome", "unmatched", "--since", naive(2)]) == 0
+    assert "replayed 1" in capsys.readouterr().out
+    assert main(["replay", "--outcome", "unmatched", "--since", naive(3)]) == 0
+    assert "replayed 0" in capsys.readouterr().out

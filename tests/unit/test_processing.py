@@ -21,7 +21,6 @@ from tasks.storage import queries
 from tasks.storage.errors import is_transient
 from tasks.storage.tables import idempotency_keys, outcomes, refunds
 from tasks.storage.uow import UnitOfWork
-from tasks.sweeping import sweep
 from tasks.waking import wake_due
 from tests.fixture_files import fixture_json
 from tests.unit.common import NOW
@@ -531,62 +530,6 @@ def test_a_dead_delivery_is_not_processed_again(engine: Engine) -> None:
 
     assert process(engine, delivery_id).outcome.kind is OutcomeKind.DEAD
     assert order_view(engine)["paid_amount"] == 0
-
-
-# --- sweep --------------------------------------------------------------------------------
-
-
-def test_sweep_republishes_a_delivery_left_without_an_outcome(engine: Engine) -> None:
-    lost = deliver_stripe(engine, stripe_body("evt_1"), received_at=NOW - timedelta(hours=1))
-    recent = deliver_stripe(engine, stripe_body("evt_2"), received_at=NOW - timedelta(minutes=1))
-    published: list[int] = []
-
-    report = sweep(UnitOfWork(engine), NOW, POLICY, published.append)
-
-    assert published == [lost]
-    assert report.republished == [lost]
-    assert report.dead == []
-    assert recent not in published
-    assert count(engine, outcomes) == 0
-
-
-def test_sweep_leaves_processed_deliveries_alone(engine: Engine) -> None:
-    register(engine)
-    done = deliver_stripe(engine, stripe_body("evt_1"), received_at=NOW - timedelta(hours=1))
-    process(engine, done, NOW - timedelta(hours=1))
-    published: list[int] = []
-
-    sweep(UnitOfWork(engine), NOW, POLICY, published.append)
-
-    assert published == []
-
-
-def test_sweep_waits_again_after_republishing(engine: Engine) -> None:
-    deliver_stripe(engine, stripe_body("evt_1"), received_at=NOW - timedelta(hours=1))
-    published: list[int] = []
-    sweep(UnitOfWork(engine), NOW, POLICY, published.append)
-
-    sweep(UnitOfWork(engine), NOW + timedelta(seconds=1), POLICY, published.append)
-
-    assert len(published) == 1
-
-
-def test_sweep_records_dead_after_max_sweeps(engine: Engine) -> None:
-    policy = RetryPolicy(max_sweeps=2)
-    lost = deliver_stripe(engine, stripe_body("evt_1"), received_at=NOW - timedelta(hours=1))
-    published: list[int] = []
-    step = policy.sweep_after + timedelta(seconds=1)
-
-    first = sweep(UnitOfWork(engine), NOW, policy, published.append)
-    second = sweep(UnitOfWork(engine), NOW + step, policy, published.append)
-    third = sweep(UnitOfWork(engine), NOW + 2 * step, policy, published.append)
-
-    assert (first.republished, second.republished, third.republished) == ([lost], [lost], [])
-    assert third.dead == [lost]
-    assert published == [lost, lost]
-    outcome = delivery_view(engine, lost)["outcome"]
-    assert (outcome["kind"], outcome["reason"]) == ("dead", "retry_budget_exhausted")
-    assert sweep(UnitOfWork(engine), NOW + 3 * step, policy, published.append).dead == []
 
 
 # --- confirm_payment ----------------------------------------------------------------------

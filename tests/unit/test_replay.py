@@ -10,7 +10,12 @@ from sqlalchemy import Engine, func, select
 from domain.outcomes import OutcomeKind, Reason
 from domain.providers import stripe
 from tasks.policy import RetryPolicy
-from tasks.processing import note_redelivery, process_delivery, record_failure
+from tasks.processing import (
+    process_delivery,
+    record_failure,
+    release_attempt,
+    start_attempt,
+)
 from tasks.registering import create_order, create_payment, store_delivery
 from tasks.replaying import replay_delivery
 from tasks.storage.tables import outcomes, replaced_outcomes
@@ -116,15 +121,18 @@ def test_replaying_an_unknown_delivery_answers_none(engine: Engine) -> None:
     assert replay_delivery(404, UnitOfWork(engine), NOW, lambda _: None) is None
 
 
-def test_a_delivery_redelivered_past_the_budget_is_recorded_dead(engine: Engine) -> None:
+def test_a_delivery_whose_attempts_are_lost_past_the_budget_is_recorded_dead(
+    engine: Engine,
+) -> None:
     register(engine, "pi_poison")
     delivery = stored_confirmation(engine, "pi_poison")
-    policy = RetryPolicy(max_redeliveries=2)
+    policy = RetryPolicy(max_sweeps=2)
 
-    counted = [note_redelivery(delivery, UnitOfWork(engine), NOW, policy) for _ in range(2)]
-    verdict = note_redelivery(delivery, UnitOfWork(engine), NOW, policy)
+    # Each start finds the attempt before it started and never finished (its worker killed).
+    started = [start_attempt(delivery, UnitOfWork(engine), NOW, policy) for _ in range(3)]
+    verdict = start_attempt(delivery, UnitOfWork(engine), NOW, policy)
 
-    assert counted == [None, None]  # still worth trying
+    assert started == [None, None, None]  # the first attempt, then two lost: still worth trying
     assert verdict is not None
     assert (verdict.outcome.kind, verdict.outcome.reason) == (
         OutcomeKind.DEAD,
@@ -136,3 +144,26 @@ def test_a_delivery_redelivered_past_the_budget_is_recorded_dead(engine: Engine)
     assert process_delivery(delivery, UnitOfWork(engine), NOW, policy).outcome.kind is (
         OutcomeKind.APPLIED
     )
+
+
+def test_attempts_that_finish_or_end_in_a_retry_are_never_counted_lost(engine: Engine) -> None:
+    delivery = stored_confirmation(engine, "pi_later")  # its payment is not registered yet
+    policy = RetryPolicy(max_sweeps=1)
+
+    for attempt in range(5):
+        assert start_attempt(delivery, UnitOfWork(engine), NOW, policy) is None
+        if attempt % 2:
+            process_delivery(delivery, UnitOfWork(engine), NOW, policy)  # deferred
+        else:
+            release_attempt(delivery, UnitOfWork(engine), NOW)  # a transient error, retried
+
+    assert count(engine, outcomes) == 0
+    register(engine, "pi_later")
+    assert start_attempt(delivery, UnitOfWork(engine), NOW, policy) is None
+    assert process_delivery(delivery, UnitOfWork(engine), NOW, policy).outcome.kind is (
+        OutcomeKind.APPLIED
+    )
+    # Finished: a late copy of its message finds the outcome, and counts nothing.
+    late = start_attempt(delivery, UnitOfWork(engine), NOW, policy)
+    assert late is None
+    assert count(engine, outcomes) == 1

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--outcome", help="outcome kind, e.g. acknowledged_duplicate")
     listing.add_argument("--payment", type=int, help="payment id")
     listing.add_argument(
-        "--since", type=datetime.fromisoformat, help="ISO time, e.g. 2026-11-28T10:00+00:00"
+        "--since", type=iso_time, help="ISO time, e.g. 2026-11-28T10:00 (no offset means UTC)"
     )
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--before", type=int, help="only deliveries older than this id")
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         "--outcome", choices=["unmatched", "dead"], help="every delivery with this outcome"
     )
     replay.add_argument("--provider")
-    replay.add_argument("--since", type=datetime.fromisoformat)
+    replay.add_argument("--since", type=iso_time, help="ISO time (no offset means UTC)")
     replay.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
     replay.set_defaults(run="worker.cli.operator:replay_command")
 

@@ -15,8 +15,9 @@ faults injected on a schedule, then every invariant checked from the database.
 
 It starts the receiver, a worker and the sweeper on real PostgreSQL and Redis (loopback only),
 registers a few hundred payments, sends the planned deliveries (copies and all, out of order)
-while it kills worker processes and restarts servers, waits for every outcome, and prints one
-summary. Exit status 1 when an invariant fails.
+while it kills worker processes, stops the worker for longer than the sweep budget (a backlog)
+and restarts servers, waits for every outcome, and prints one summary. Exit status 1 when an
+invariant fails (a delivery recorded dead among them).
 """
 
 

@@ -13,6 +13,9 @@ from tasks.shims import PRUNE_BODIES, SWEEP, WAKE, forget_runtime
 from worker.settings import Settings
 
 QUEUE = "payhook"
+# The sweeper's own queue: a sweep never waits behind a backlog of deliveries, and one that
+# could not run within its interval expires instead of piling up behind the next.
+SWEEP_QUEUE = "payhook.sweep"
 # RabbitMQ: where a task message goes once it was delivered more than PAYHOOK_DELIVERY_LIMIT
 # times. Nothing consumes it: payhook has recorded such a delivery dead long before (its own
 # redelivery budget is smaller), so this queue is an operator's evidence, kept bounded.
@@ -38,6 +41,8 @@ def create_app(settings: Settings) -> Celery:
         task_time_limit=policy.time_limit_s,
         task_soft_time_limit=policy.soft_time_limit_s,
         task_default_queue=QUEUE,
+        task_queues=[Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE), sweep_queue()],
+        task_routes={SWEEP: {"queue": SWEEP_QUEUE}, WAKE: {"queue": SWEEP_QUEUE}},
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings),
         # A publish that fails fast leaves the delivery to the sweeper instead of a stuck request.
@@ -48,8 +53,17 @@ def create_app(settings: Settings) -> Celery:
             "interval_max": 0.5,
         },
         beat_schedule={
-            "sweep": {"task": SWEEP, "schedule": float(settings.sweep_interval_s)},
-            "wake": {"task": WAKE, "schedule": float(settings.wake_interval_s)},
+            "sweep": {
+                "task": SWEEP,
+                "schedule": float(settings.sweep_interval_s),
+                "options": {"queue": SWEEP_QUEUE, "expires": float(settings.sweep_interval_s)},
+            },
+            # Due deferred deliveries, published on the same maintenance queue, never piling up.
+            "wake": {
+                "task": WAKE,
+                "schedule": float(settings.wake_interval_s),
+                "options": {"queue": SWEEP_QUEUE, "expires": float(settings.wake_interval_s)},
+            },
             "prune-bodies": {"task": PRUNE_BODIES, "schedule": 3600.0},
         },
         worker_hijack_root_logger=False,
@@ -83,6 +97,16 @@ def task_queue(settings: Settings) -> Queue:
     )
 
 
+def sweep_queue() -> Queue:
+    """A durable queue of its own for the sweeper's task (a classic queue on RabbitMQ)."""
+    return Queue(
+        SWEEP_QUEUE,
+        Exchange(SWEEP_QUEUE, type="direct", durable=True),
+        routing_key=SWEEP_QUEUE,
+        durable=True,
+    )
+
+
 def dead_letter_queue() -> Queue:
     return Queue(
         DEAD_LETTER,
@@ -101,7 +125,7 @@ def _rabbitmq_options(settings: Settings) -> dict[str, Any]:
     # the prefetch of one is per consumer, and sends countdown retries through the
     # celery_delayed_* queues (quorum too) instead of holding them in the worker.
     return {
-        "task_queues": [task_queue(settings)],
+        "task_queues": [task_queue(settings), sweep_queue()],
         "task_default_exchange": QUEUE,
         "task_default_exchange_type": "topic",
         "task_default_routing_key": QUEUE,

@@ -32,6 +32,8 @@ class Findings:
     confirmed_unrecorded: list[int] = field(default_factory=list)  # settled, no confirm outcome
     over_refunded: list[int] = field(default_factory=list)  # refunds past the amount, or sums off
     orders_off: list[str] = field(default_factory=list)  # stored sums or status disagree
+    # Recorded dead: no soak fault loses a delivery's attempts often enough to justify that.
+    dead: list[int] = field(default_factory=list)
 
     def failures(self) -> list[str]:
         """One line per broken invariant; empty when every one holds."""
@@ -42,6 +44,7 @@ class Findings:
             "settled payments without a recorded confirmation": self.confirmed_unrecorded,
             "payments whose refunds exceed their amount or disagree": self.over_refunded,
             "orders whose sums or status disagree with their payments": self.orders_off,
+            "deliveries recorded dead": self.dead,
         }
         lines = [f"{what}: {_few(ids)}" for what, ids in checks.items() if ids]
         if self.without_outcome:
@@ -72,6 +75,7 @@ def check(
         "SELECT count(*) FROM deliveries d"
         " WHERE NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.delivery_id = d.id)",
     )
+    found.dead = _ids(conn, "SELECT delivery_id FROM outcomes WHERE kind = 'dead'")
     found.several_outcomes = _ids(
         conn, "SELECT delivery_id FROM outcomes GROUP BY delivery_id HAVING count(*) > 1"
     )

@@ -41,11 +41,13 @@ from worker.tooling.soak.servers import (
 )
 from worker.tooling.stack import Stack, StackError
 
-# The sweeper re-publishes what a restarted Redis or a killed worker lost. Its wait must
-# outlast the longest queue the soak builds up, or a delivery that is merely waiting its turn
-# would be re-published until payhook records it dead.
-SWEEP_AFTER_S = 90
-SWEEP_INTERVAL_S = 15
+# The sweeper re-publishes what a restarted Redis or a killed worker lost, soon: it tells a
+# lost message from one merely queued behind the backlog the soak builds up.
+SWEEP_AFTER_S = 5
+SWEEP_INTERVAL_S = 2
+MAX_SWEEPS = 5
+# The "backlog" fault stops the worker for longer than the whole sweep budget.
+BACKLOG_STOP_S = MAX_SWEEPS * SWEEP_AFTER_S + 10
 SEND_ATTEMPTS = 120  # a provider retries a refused delivery; so does the soak, 0.5 s apart
 READY_TIMEOUT_S = 90
 
@@ -205,6 +207,7 @@ class _Soak:
             "PAYHOOK_UNMATCHED_GRACE_S": str(self.options.grace_s),
             "PAYHOOK_SWEEP_AFTER_S": str(SWEEP_AFTER_S),
             "PAYHOOK_SWEEP_INTERVAL_S": str(SWEEP_INTERVAL_S),
+            "PAYHOOK_MAX_SWEEPS": str(MAX_SWEEPS),
         }
 
     def _schedule(
@@ -216,6 +219,7 @@ class _Soak:
         schedule: list[tuple[float, Callable[[], str]]] = [
             (0.08, lambda: stack.kill_worker_child(self.rng)),
             (0.35, stack.kill_worker),
+            (0.45, lambda: stack.stop_worker_for(BACKLOG_STOP_S)),
             (0.65, lambda: stack.kill_worker_child(self.rng)),
             (0.80, stack.kill_worker),
         ]
@@ -371,6 +375,7 @@ class _Soak:
         lines += [
             f"  lost                 {len(found.lost)}",
             f"  applied twice        {len(found.applied_twice)}",
+            f"  dead                 {len(found.dead)}",
             f"  time taken           {time.monotonic() - self.started:.1f}s "
             f"(waited {waited:.1f}s for outcomes after sending)",
         ]
@@ -458,13 +463,27 @@ class _Stack(Stack):
         with self.restarting:
             old = self.kill("worker")
             self._start_worker()
+        self._wait_worker_ready()
+        return f"SIGKILL to the whole worker {old} and its pool, then started it again"
+
+    def stop_worker_for(self, seconds: float) -> str:
+        """The backlog fault: a warm stop of the worker, deliveries queue up for `seconds`
+        (longer than the sweep budget), then a worker again."""
+        with self.restarting:
+            old = self.named["worker"].pid
+            self.terminate("worker")
+            time.sleep(seconds)
+            self._start_worker()
+        self._wait_worker_ready()
+        return f"backlog: worker {old} stopped (SIGTERM) for {seconds:.0f}s, then started again"
+
+    def _wait_worker_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not self.ready("worker"):
             if time.monotonic() > deadline:
                 raise SoakError(f"the restarted worker was not ready within {READY_TIMEOUT_S}s")
             self.check_alive()
             time.sleep(0.2)
-        return f"SIGKILL to the whole worker {old} and its pool, then started it again"
 
     def check_alive(self) -> None:
         if not self.restarting.acquire(blocking=False):

@@ -1,0 +1,47 @@
+"""Clean restarts are not crashes: only an attempt that started and never finished counts
+against a delivery's budget of lost attempts (PAYHOOK_MAX_SWEEPS)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faults.stack import FaultStack, succeeded
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
+
+RESTARTS = 6  # more than the budget of lost attempts (5)
+
+
+def test_warm_restarts_while_a_delivery_waits_never_record_it_worker_lost(
+    stack: FaultStack,
+) -> None:
+    # A deferral long enough that each worker stops while it holds the delivery's retry: on
+    # Redis, its warm shutdown puts the message back, marked redelivered.
+    stack.env["PAYHOOK_DEFERRAL_CAP_S"] = "30"
+    stack.env["PAYHOOK_VISIBILITY_TIMEOUT_S"] = "60"
+    stack.start_receiver()
+    stack.wait_ready()
+    (delivery_id,) = stack.deliver([succeeded(1)])  # its payment is not registered yet
+
+    for restart in range(RESTARTS):
+        stack.start_worker("worker")
+        stack.wait_for(
+            f"attempt {restart + 1} to be deferred",
+            lambda want=restart + 1: (
+                stack.query("SELECT attempts FROM deliveries WHERE id = %s", delivery_id)
+                >= [(want,)]
+            ),
+        )
+        assert stack.terminate("worker") == 0
+        assert "Warm shutdown" in stack.log_text("worker")
+
+    assert stack.outcome_of(delivery_id) is None  # still waiting for its payment, not dead
+    assert stack.query("SELECT redeliveries FROM deliveries") == [(0,)]
+
+    payment_id = stack.register_payment(1)
+    stack.start_worker("worker")
+    replay = stack.http.post(f"/api/deliveries/{delivery_id}/replay")
+    assert replay.status_code == 202, replay.text
+    stack.wait_for_outcomes(1)
+    assert stack.outcome_counts() == {"applied": 1}
+    stack.assert_confirmed_once([payment_id])

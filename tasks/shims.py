@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from celery import Task, shared_task
 
-from domain.outcomes import Reason
+from domain.outcomes import OutcomeKind, Reason
 from tasks.policy import RetryPolicy, is_transient
 from tasks.processing import (
     UnknownDelivery,
@@ -22,6 +23,7 @@ from tasks.processing import (
     process_delivery,
     record_failure,
 )
+from tasks.relaying import Answer, RelayPolicy, relay
 from tasks.retention import prune_bodies
 from tasks.storage.uow import UnitOfWork
 from tasks.sweeping import sweep
@@ -29,6 +31,7 @@ from tasks.sweeping import sweep
 PROCESS_DELIVERY = "payhook.process_delivery"
 SWEEP = "payhook.sweep"
 PRUNE_BODIES = "payhook.prune_bodies"
+RELAY = "payhook.relay_notifications"
 
 log = logging.getLogger("payhook.tasks")
 
@@ -42,6 +45,14 @@ class Runtime(Protocol):
     def now(self) -> datetime: ...
 
     def publish(self, delivery_id: int) -> None: ...
+
+    # Host notifications: where they go, how they are retried, how one is posted.
+    notify_endpoints: tuple[str, ...]
+    relay_policy: RelayPolicy
+
+    def post_notification(self, url: str, message_id: str, body: bytes) -> Answer: ...
+
+    def request_relay(self) -> None: ...
 
 
 _factory: Callable[[], Runtime] | None = None
@@ -106,6 +117,8 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
             extra={"delivery_id": delivery_id},
         )
         raise self.retry(countdown=whole_seconds(result.retry_in))
+    if result.outcome.kind is OutcomeKind.APPLIED:
+        rt.request_relay()  # its notifications are committed: one relay run per change
     outcome = result.as_dict()
     log.info("outcome %s", outcome["kind"], extra=outcome)
     return outcome
@@ -140,3 +153,21 @@ def prune_bodies_task() -> dict[str, int]:
     if pruned:
         log.info("pruned the raw bodies of %d deliveries", pruned)
     return {"pruned": pruned}
+
+
+@shared_task(name=RELAY, acks_late=True)
+def relay_task() -> dict[str, int]:
+    """Push due notifications to the host's endpoints; beat runs it too, for retries."""
+    rt = runtime()
+    started = time.monotonic()
+    report = relay(
+        rt.unit_of_work,
+        rt.now,
+        rt.notify_endpoints,
+        rt.post_notification,
+        rt.relay_policy,
+        elapsed=lambda: time.monotonic() - started,
+    )
+    if report.failed:
+        log.warning("%d notifications failed for good (replayable)", report.failed)
+    return report.as_dict()

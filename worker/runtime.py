@@ -11,11 +11,13 @@ from sqlalchemy import Engine
 
 from tasks import shims
 from tasks.policy import RetryPolicy
-from tasks.shims import PROCESS_DELIVERY
+from tasks.relaying import Answer, RelayPolicy
+from tasks.shims import PROCESS_DELIVERY, RELAY
 from tasks.storage.engine import make_engine
 from tasks.storage.uow import UnitOfWork
 from worker.settings import Settings
 from worker.taskqueue.app import create_app
+from worker.taskqueue.notify import NotificationSender
 
 log = logging.getLogger("payhook.runtime")
 
@@ -27,6 +29,8 @@ class ProcessRuntime:
         self.pre_ping = pre_ping
         self.policy: RetryPolicy = settings.retry_policy()
         self.body_retention = timedelta(days=settings.body_retention_days)
+        self.notify_endpoints: tuple[str, ...] = settings.notify_endpoints()
+        self.relay_policy: RelayPolicy = settings.relay_policy()
 
     @cached_property
     def engine(self) -> Engine:
@@ -45,6 +49,23 @@ class ProcessRuntime:
 
     def publish(self, delivery_id: int) -> None:
         self.app.send_task(PROCESS_DELIVERY, args=[delivery_id])
+
+    @cached_property
+    def _sender(self) -> NotificationSender:
+        return NotificationSender(self.settings.notify_secrets()[0])
+
+    def post_notification(self, url: str, message_id: str, body: bytes) -> Answer:
+        return self._sender.post(url, message_id, body, self.now())
+
+    def request_relay(self) -> None:
+        """Publish one relay run, after a commit that wrote notifications; on a broker
+        failure the relay that `payhook beat` schedules sends them a little later."""
+        if not self.notify_endpoints:
+            return
+        try:
+            self.app.send_task(RELAY)
+        except Exception as error:  # noqa: BLE001  (any broker failure: beat's relay covers it)
+            log.warning("relay publish failed, beat's relay will send: %s", type(error).__name__)
 
     def try_publish(self, delivery_id: int) -> bool:
         """Publish; on a broker failure say so and leave the delivery to the sweeper."""

@@ -6,6 +6,7 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
 
+from tasks.storage.outbox import Outbox, Sends
 from tasks.storage.repositories import (
     ApiIdempotency,
     Deliveries,
@@ -21,6 +22,8 @@ class UnitOfWork:
     payments: Payments
     outcomes: Outcomes
     api_keys: ApiIdempotency
+    outbox: Outbox
+    sends: Sends
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -41,6 +44,8 @@ class UnitOfWork:
         self.payments = Payments(self._conn)
         self.outcomes = Outcomes(self._conn)
         self.api_keys = ApiIdempotency(self._conn)
+        self.outbox = Outbox(self._conn)
+        self.sends = Sends(self._conn)
         return self
 
     def __exit__(

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from tasks.shims import whole_seconds
 from worker.settings import Settings
-from worker.taskqueue.app import DEAD_LETTER, QUEUE, create_app
+from tasks.shims import RELAY
+from worker.taskqueue.app import DEAD_LETTER, NOTIFY_QUEUE, QUEUE, create_app
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -18,12 +19,13 @@ def test_rabbitmq_gets_a_quorum_queue_with_a_delivery_limit_and_publisher_confir
     tmp_path: Path,
 ) -> None:
     app = create_app(Settings(broker_url=AMQP, data_dir=tmp_path, delivery_limit=7))
-    [queue] = app.conf.task_queues
-    assert queue.name == QUEUE
-    assert queue.exchange.type == "topic"  # native delayed delivery cannot route to direct
-    assert queue.queue_arguments["x-queue-type"] == "quorum"
-    assert queue.queue_arguments["x-delivery-limit"] == 7
-    assert queue.queue_arguments["x-dead-letter-exchange"] == DEAD_LETTER
+    queue, notify = app.conf.task_queues
+    assert (queue.name, notify.name) == (QUEUE, NOTIFY_QUEUE)
+    for each in (queue, notify):
+        assert each.exchange.type == "topic"  # native delayed delivery cannot route to direct
+        assert each.queue_arguments["x-queue-type"] == "quorum"
+        assert each.queue_arguments["x-delivery-limit"] == 7
+        assert each.queue_arguments["x-dead-letter-exchange"] == DEAD_LETTER
     assert app.conf.broker_transport_options == {"confirm_publish": True}
     assert app.conf.worker_detect_quorum_queues is True
     assert app.conf.task_acks_late is True
@@ -33,7 +35,8 @@ def test_rabbitmq_gets_a_quorum_queue_with_a_delivery_limit_and_publisher_confir
 
 def test_redis_keeps_its_plain_queue_and_visibility_timeout(tmp_path: Path) -> None:
     app = create_app(Settings(broker_url="redis://127.0.0.1:6379/15", data_dir=tmp_path))
-    assert app.conf.task_queues is None
+    assert [queue.name for queue in app.conf.task_queues] == [QUEUE, NOTIFY_QUEUE]
+    assert app.conf.task_default_queue == QUEUE
     assert app.conf.broker_transport_options["visibility_timeout"] == 3600
     assert "confirm_publish" not in app.conf.broker_transport_options
 
@@ -51,3 +54,21 @@ def test_a_delivery_limit_at_or_below_payhooks_own_redelivery_budget_is_refused(
 )
 def test_retry_countdowns_are_whole_seconds_of_at_least_one(delay: float, countdown: int) -> None:
     assert whole_seconds(delay) == countdown
+
+
+def test_the_relay_has_a_queue_of_its_own_and_beat_runs_it_only_with_endpoints(
+    tmp_path: Path,
+) -> None:
+    bare = create_app(Settings(broker_url="redis://127.0.0.1:6379/15", data_dir=tmp_path))
+    assert bare.amqp.router.route({}, RELAY)["queue"].name == NOTIFY_QUEUE
+    assert "relay" not in bare.conf.beat_schedule
+    notifying = create_app(
+        Settings(
+            broker_url="redis://127.0.0.1:6379/15",
+            data_dir=tmp_path,
+            notify_url="http://127.0.0.1:9/hook",
+            notify_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            notify_interval_s=7,
+        )
+    )
+    assert notifying.conf.beat_schedule["relay"] == {"task": RELAY, "schedule": 7.0}

@@ -57,6 +57,19 @@ def message(*, type: str, created_at: datetime, order_sequence: int, data: str) 
     return {"type": type, "timestamp": timestamp(created_at), "data": ordered}
 
 
+def event_view(row: Any) -> dict[str, Any]:
+    """A notification as the pull feed lists it: its id, then the message."""
+    return {
+        "id": row.id,
+        **message(
+            type=row.type,
+            created_at=row.created_at,
+            order_sequence=row.order_sequence,
+            data=row.data,
+        ),
+    }
+
+
 def message_bytes(**row: Any) -> bytes:
     return _json(message(**row)).encode()
 

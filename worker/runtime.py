@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from celery import Celery
 from sqlalchemy import Engine
@@ -17,7 +19,9 @@ from tasks.storage.engine import make_engine
 from tasks.storage.uow import UnitOfWork
 from worker.settings import Settings
 from worker.taskqueue.app import create_app
-from worker.taskqueue.notify import NotificationSender
+
+if TYPE_CHECKING:
+    from worker.taskqueue.notify import NotificationSender
 
 log = logging.getLogger("payhook.runtime")
 
@@ -52,7 +56,12 @@ class ProcessRuntime:
 
     @cached_property
     def _sender(self) -> NotificationSender:
-        return NotificationSender(self.settings.notify_secrets()[0])
+        # Imported here, in the process that posts: a worker loads httpx and standardwebhooks
+        # after it forks, never before (each prefork child would carry them), and only when
+        # there is something to post.
+        notify = importlib.import_module("worker.taskqueue.notify")
+        sender: NotificationSender = notify.NotificationSender(self.settings.notify_secrets()[0])
+        return sender
 
     def post_notification(self, url: str, message_id: str, body: bytes) -> Answer:
         return self._sender.post(url, message_id, body, self.now())

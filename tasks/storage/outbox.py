@@ -11,9 +11,10 @@ auto-increment ids already commit in id order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -345,6 +346,12 @@ class Sends:
         )
         return len(result.all())
 
+    def exists(self, notification_id: int) -> bool:
+        found = self._conn.execute(
+            select(notifications.c.id).where(notifications.c.id == notification_id)
+        ).first()
+        return found is not None
+
     def failed_notifications(self, limit: int) -> list[int]:
         rows = self._conn.execute(
             select(notification_sends.c.notification_id)
@@ -366,3 +373,95 @@ class Sends:
             .returning(notification_sends.c.id)
         )
         return len(result.all())
+
+
+def listing(
+    conn: Connection, *, status: str | None, before: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Notifications newest first, each with its sends: endpoint, status, attempts."""
+    chosen = select(notifications.c.id)
+    if status is not None:
+        chosen = chosen.where(
+            select(notification_sends.c.id)
+            .where(
+                notification_sends.c.notification_id == notifications.c.id,
+                notification_sends.c.status == status,
+            )
+            .exists()
+        )
+    if before is not None:
+        chosen = chosen.where(notifications.c.id < before)
+    ids = [row.id for row in conn.execute(chosen.order_by(notifications.c.id.desc()).limit(limit))]
+    if not ids:
+        return []
+    rows = conn.execute(
+        select(notifications).where(notifications.c.id.in_(ids)).order_by(notifications.c.id.desc())
+    ).all()
+    sends: dict[int, list[dict[str, Any]]] = {}
+    for send in conn.execute(
+        select(notification_sends, notify_endpoints.c.url)
+        .join(notify_endpoints, notify_endpoints.c.id == notification_sends.c.endpoint_id)
+        .where(notification_sends.c.notification_id.in_(ids))
+        .order_by(notify_endpoints.c.id)
+    ):
+        sends.setdefault(send.notification_id, []).append(
+            {
+                "endpoint": send.url,
+                "status": send.status,
+                "attempts": send.attempts,
+                "last_status": send.last_status,
+                "last_error": send.last_error,
+                "next_attempt_at": _iso(send.next_attempt_at) if send.status == PENDING else None,
+                "delivered_at": _iso(send.delivered_at),
+            }
+        )
+    return [
+        {
+            "id": row.id,
+            "type": row.type,
+            "order_id": row.order_id,
+            "order_sequence": row.order_sequence,
+            "payment_id": row.payment_id,
+            "delivery_id": row.delivery_id,
+            "created_at": _iso(row.created_at),
+            "order_reference": json.loads(row.data)["order_reference"],
+            "sends": sends.get(row.id, []),
+        }
+        for row in rows
+    ]
+
+
+def backlog(conn: Connection, now: datetime) -> list[tuple[str, int, float]]:
+    """Per known endpoint: (url, notifications not delivered nor failed, age of the oldest)."""
+    found = []
+    for endpoint in conn.execute(select(notify_endpoints)).all():
+        waiting = select(notifications.c.created_at).where(
+            or_(
+                select(notification_sends.c.id)
+                .where(
+                    notification_sends.c.notification_id == notifications.c.id,
+                    notification_sends.c.endpoint_id == endpoint.id,
+                    notification_sends.c.status == PENDING,
+                )
+                .exists(),
+                and_(
+                    notifications.c.id > endpoint.materialized_through,
+                    notifications.c.created_at >= endpoint.since,
+                ),
+            )
+        )
+        rows = waiting.subquery()
+        count, oldest = conn.execute(
+            select(func.count(), func.min(rows.c.created_at)).select_from(rows)
+        ).one()
+        age = 0.0 if oldest is None else max(0.0, (now - _aware(oldest)).total_seconds())
+        found.append((endpoint.url, int(count), age))
+    return found
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

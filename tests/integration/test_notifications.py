@@ -4,6 +4,7 @@ endpoint that verifies every message with the `standardwebhooks` library."""
 from __future__ import annotations
 
 import base64
+import json
 import signal
 import threading
 import time
@@ -11,14 +12,19 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 from standardwebhooks.webhooks import Webhook
 
-from tests.integration.stack import Stack, _start, payhook, running_stack
+from tasks.storage import outbox
+from tasks.storage.outbox import Written
+from tasks.storage.uow import UnitOfWork
+from tests.integration.stack import Stack, _start, fresh_database, payhook, running_stack
 from tests.integration.test_exactly_once import post_signed, register_payment, stripe_event
 
 pytestmark = pytest.mark.integration
@@ -239,3 +245,54 @@ def test_a_worker_killed_while_relaying_resends_under_the_same_webhook_id(
         assert [m["type"] for m in endpoint.first_receipts()] == ["payment.confirmed", "order.paid"]
         # The post the killed worker made, and again after its lease ran out, under one id.
         assert Counter(endpoint.ids())[listed[0]] >= 2
+
+
+def test_the_feed_never_lists_past_a_notification_that_commits_later(tmp_path: Path) -> None:
+    """On PostgreSQL: a transaction that wrote first and commits last holds the feed back."""
+    engine = create_engine(fresh_database("payhook_it_notify_feed"))
+    now = datetime.now(UTC)
+    try:
+        with UnitOfWork(engine) as uow:
+            order_ids = [
+                uow.payments.add_order(reference=f"o{n}", total=1, currency="EUR", now=now)
+                for n in range(2)
+            ]
+            payment_ids = [
+                uow.payments.add_payment(
+                    order_id=order_id,
+                    provider="shop",
+                    provider_reference=f"p{order_id}",
+                    amount=1,
+                    currency="EUR",
+                    now=now,
+                )
+                for order_id in order_ids
+            ]
+            uow.commit()
+
+        def write(uow: UnitOfWork, n: int) -> None:
+            uow.outbox.add(
+                order_id=order_ids[n],
+                payment_id=payment_ids[n],
+                delivery_id=None,
+                items=[Written("payment.confirmed", json.dumps({"order_reference": f"o{n}"}))],
+                now=now,
+            )
+
+        def listed() -> list[int]:
+            with engine.connect() as conn:
+                return [row.id for row in outbox.feed(conn, after=0, limit=1000)]
+
+        slow, fast = UnitOfWork(engine), UnitOfWork(engine)
+        with slow:
+            write(slow, 0)  # first to write: the smaller id
+            with fast:
+                write(fast, 1)
+                fast.commit()
+            assert listed() == []  # the later id is committed, but the earlier may still be
+            slow.commit()
+        ids = listed()
+        assert len(ids) == 2
+        assert ids == sorted(ids)
+    finally:
+        engine.dispose()

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tasks.shims import whole_seconds
+from tasks.shims import RELAY, whole_seconds
 from worker.settings import Settings
-from tasks.shims import RELAY
 from worker.taskqueue.app import DEAD_LETTER, NOTIFY_QUEUE, QUEUE, create_app
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"

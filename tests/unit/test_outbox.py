@@ -22,6 +22,7 @@ from tasks.storage import outbox
 from tasks.storage.engine import make_engine
 from tasks.storage.tables import notification_sends
 from tasks.storage.uow import UnitOfWork
+from worker.taskqueue.metrics_server import OutboxBacklog
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 HOOK = "http://host.test/hook"
@@ -263,3 +264,37 @@ def test_past_its_retry_window_a_send_fails_and_an_operator_can_resend_it(
     assert resent == [1, 1]
     assert run_relay(engine, endpoint, clock)["delivered"] == 2
     assert sequences(endpoint) == {"order-1": [1, 2]}
+
+
+def test_the_backlog_gauges_count_what_waits_per_endpoint_until_it_is_delivered(
+    engine: Engine, tmp_path: Path
+) -> None:
+    register(engine, "order-1", "pay_1")
+    deliver(engine, "c", "payment.succeeded", "pay_1")
+    endpoint, clock = Endpoint(), Clock()
+    endpoint.status = 503
+    run_relay(engine, endpoint, clock)  # the endpoint is known from its first relay run
+    register(engine, "order-2", "pay_2")
+    deliver(engine, "d", "payment.succeeded", "pay_2")  # not even materialized yet
+
+    def gauges() -> dict[str, float]:
+        collected = OutboxBacklog(f"sqlite:///{tmp_path}/t.db").collect()
+        return {
+            family.name: sample.value
+            for family in collected
+            for sample in family.samples
+            if sample.labels == {"endpoint": HOOK}
+        }
+
+    waiting = gauges()
+    assert waiting["payhook_notifications_pending"] == 4
+    age = (datetime.now(UTC) - NOW).total_seconds()
+    assert waiting["payhook_notifications_oldest_pending_seconds"] == pytest.approx(age, abs=60)
+    endpoint.status = 200
+    for _ in range(10):
+        clock.now += timedelta(minutes=5)
+        run_relay(engine, endpoint, clock)
+    assert gauges() == {
+        "payhook_notifications_pending": 0,
+        "payhook_notifications_oldest_pending_seconds": 0,
+    }

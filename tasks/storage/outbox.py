@@ -15,20 +15,24 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    Insert,
     Text,
     and_,
+    bindparam,
     cast,
     func,
     insert,
     literal,
     or_,
     select,
+    text,
     true,
     update,
 )
@@ -66,7 +70,7 @@ class Claimed:
 
 
 class Outbox:
-    """The hot path's side: one multi-row INSERT per applying transaction."""
+    """The hot path's side: one INSERT per applying transaction."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -85,29 +89,70 @@ class Outbox:
             return
         if self._written + len(items) > PER_TRANSACTION:
             raise ValueError(f"more than {PER_TRANSACTION} notifications in one transaction")
-        # The order is locked by this transaction, so the largest sequence cannot move under us.
-        last = (
-            select(func.coalesce(func.max(notifications.c.order_sequence), 0))
-            .where(notifications.c.order_id == order_id)
-            .scalar_subquery()
-        )
-        postgres = self._conn.dialect.name == "postgresql"
-        rows: list[dict[str, Any]] = []
-        for index, item in enumerate(items, start=1):
-            row: dict[str, Any] = {
-                "type": item.type,
-                "order_id": order_id,
-                "order_sequence": last + index,
-                "payment_id": payment_id,
-                "delivery_id": delivery_id,
-                "data": item.data,
-                "created_at": now,
-            }
-            if postgres:
-                row["id"] = _transaction_id() * PER_TRANSACTION + (self._written + index - 1)
-            rows.append(row)
-        self._conn.execute(insert(notifications).values(rows))
+        if self._conn.dialect.name == "postgresql":
+            self._conn.execute(
+                _POSTGRES_INSERT,
+                {
+                    "first_slot": self._written,
+                    "types": [item.type for item in items],
+                    "datas": [item.data for item in items],
+                    "order_id": order_id,
+                    "payment_id": payment_id,
+                    "delivery_id": delivery_id,
+                    "created_at": now,
+                },
+            )
+        else:
+            rows = [
+                {
+                    "type": item.type,
+                    "order_id": order_id,
+                    "payment_id": payment_id,
+                    "delivery_id": delivery_id,
+                    "data": item.data,
+                    "created_at": now,
+                }
+                for item in items
+            ]
+            self._conn.execute(_sqlite_insert(), rows)
         self._written += len(items)
+
+
+# One statement for every row of a transaction, the same text each time (so prepared and cached):
+# ids from the transaction id, sequences after the order's largest so far. The order is locked
+# by the writing transaction, so that largest cannot move under it.
+_POSTGRES_INSERT = text(
+    "INSERT INTO notifications"
+    " (id, type, order_id, order_sequence, payment_id, delivery_id, data, created_at)"
+    " SELECT pg_current_xact_id()::text::bigint * :per_transaction + :first_slot + item.n - 1,"
+    "  item.type, :order_id,"
+    "  (SELECT coalesce(max(order_sequence), 0) FROM notifications WHERE order_id = :order_id)"
+    "  + item.n, :payment_id, :delivery_id, item.data, :created_at"
+    " FROM unnest(CAST(:types AS text[]), CAST(:datas AS text[])) WITH ORDINALITY"
+    "  AS item(type, data, n)"
+).bindparams(
+    bindparam("per_transaction", PER_TRANSACTION, type_=BigInteger, literal_execute=True),
+    bindparam("created_at", type_=UtcDateTime()),
+)
+
+
+@cache
+def _sqlite_insert() -> Insert:
+    """One row at a time (SQLite's writers are serialized): each sees the rows before it."""
+    last = (
+        select(func.coalesce(func.max(notifications.c.order_sequence), 0))
+        .where(notifications.c.order_id == bindparam("order_id"))
+        .scalar_subquery()
+    )
+    return insert(notifications).values(
+        type=bindparam("type"),
+        order_id=bindparam("order_id"),
+        order_sequence=last + 1,
+        payment_id=bindparam("payment_id"),
+        delivery_id=bindparam("delivery_id"),
+        data=bindparam("data"),
+        created_at=bindparam("created_at", type_=UtcDateTime()),
+    )
 
 
 def _transaction_id() -> ColumnElement[int]:

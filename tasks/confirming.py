@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from domain.outcomes import OutcomeKind
+from tasks.notifications import record_changes
 from tasks.storage import queries
 from tasks.storage.uow import UnitOfWork
 
@@ -50,13 +51,23 @@ def confirm_payment(
         if locked is None:
             return Confirmation(ConfirmStatus.NOT_FOUND, None)
         order, payment = locked
-        before = copy.deepcopy(payment)
+        before, order_before = copy.deepcopy(payment), copy.deepcopy(order)
         outcome = payment.confirm_manually(order)
         woken: list[int] = []
         if outcome.kind is OutcomeKind.APPLIED:
             uow.payments.save(order, payment, before, now)
             if publish is not None:
                 woken = uow.deliveries.wake_awaiting_payment(payment_id, now)
+            record_changes(
+                uow,
+                order_before=order_before,
+                payment_before=before,
+                order=order,
+                payment=payment,
+                transition=outcome.transition,
+                delivery_id=None,
+                now=now,
+            )
             status = ConfirmStatus.CONFIRMED
         elif outcome.kind is OutcomeKind.ACKNOWLEDGED_DUPLICATE:
             status = ConfirmStatus.ALREADY_CONFIRMED

@@ -10,6 +10,7 @@ from domain.events import Action, MalformedEvent, PaymentEvent
 from domain.outcomes import Outcome, OutcomeKind, Reason
 from domain.payments import needs_history
 from domain.providers import DEFAULT_READING, Reading
+from tasks.notifications import record_changes
 from tasks.policy import RetryPolicy
 from tasks.storage.records import DeliveryRecord
 from tasks.storage.uow import UnitOfWork
@@ -206,10 +207,21 @@ def _apply(
         return Outcome.deferred(Reason.NO_PAYMENT)
     order, payment = locked
 
-    before = copy.deepcopy(payment)
+    before, order_before = copy.deepcopy(payment), copy.deepcopy(order)
     outcome = payment.apply(event, order, delivery.id)
     if outcome.kind is OutcomeKind.APPLIED:
         uow.payments.save(order, payment, before, now)
+        # The host hears of it in the same transaction: both commit, or neither.
+        record_changes(
+            uow,
+            order_before=order_before,
+            payment_before=before,
+            order=order,
+            payment=payment,
+            transition=outcome.transition,
+            delivery_id=delivery.id,
+            now=now,
+        )
     # Learn the event's other reference of this payment, unless the event was refused.
     if (
         event.alias is not None

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from celery import Task, shared_task
 
-from domain.outcomes import Reason
+from domain.outcomes import OutcomeKind, Reason
 from domain.providers import Reading
 from tasks.policy import RetryPolicy
 from tasks.processing import (
@@ -24,6 +25,7 @@ from tasks.processing import (
     release_attempt,
     start_attempt,
 )
+from tasks.relaying import Answer, RelayPolicy, relay
 from tasks.retention import prune_bodies
 from tasks.storage.errors import is_transient
 from tasks.storage.uow import UnitOfWork
@@ -34,6 +36,7 @@ PROCESS_DELIVERY = "payhook.process_delivery"
 SWEEP = "payhook.sweep"
 WAKE = "payhook.wake"
 PRUNE_BODIES = "payhook.prune_bodies"
+RELAY = "payhook.relay_notifications"
 
 log = logging.getLogger("payhook.tasks")
 
@@ -50,6 +53,14 @@ class Runtime(Protocol):
     def publish(self, delivery_id: int) -> None: ...
 
     def queued(self) -> int | None: ...
+
+    # Host notifications: where they go, how they are retried, how one is posted.
+    notify_endpoints: tuple[str, ...]
+    relay_policy: RelayPolicy
+
+    def post_notification(self, url: str, message_id: str, body: bytes) -> Answer: ...
+
+    def request_relay(self) -> None: ...
 
 
 _factory: Callable[[], Runtime] | None = None
@@ -119,6 +130,8 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
         return result.as_dict()
     for woken in result.woken:
         _publish_woken(rt, woken)
+    if result.outcome.kind is OutcomeKind.APPLIED:
+        rt.request_relay()  # its notifications are committed: one relay run per change
     outcome = result.as_dict()
     log.info("outcome %s", outcome["kind"], extra=outcome)
     return outcome
@@ -186,3 +199,21 @@ def prune_bodies_task() -> dict[str, int]:
     if pruned:
         log.info("pruned the raw bodies of %d deliveries", pruned)
     return {"pruned": pruned}
+
+
+@shared_task(name=RELAY, acks_late=True)
+def relay_task() -> dict[str, int]:
+    """Push due notifications to the host's endpoints; beat runs it too, for retries."""
+    rt = runtime()
+    started = time.monotonic()
+    report = relay(
+        rt.unit_of_work,
+        rt.now,
+        rt.notify_endpoints,
+        rt.post_notification,
+        rt.relay_policy,
+        elapsed=lambda: time.monotonic() - started,
+    )
+    if report.failed:
+        log.warning("%d notifications failed for good (replayable)", report.failed)
+    return report.as_dict()

@@ -66,3 +66,9 @@ DEAD_DELIVERIES = Counter(
     "Deliveries recorded dead (replayable), by reason",
     ["reason"],
 )
+NOTIFICATION_SENDS = Counter(
+    "payhook_notification_sends",
+    "Host notifications posted by the relay, by result: delivered (2xx), retrying (backing "
+    "off), failed (past PAYHOOK_NOTIFY_RETRY_S; replayable)",
+    ["result"],
+)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from celery import Celery
 from sqlalchemy import Engine
@@ -12,12 +14,16 @@ from sqlalchemy import Engine
 from domain.providers import Reading
 from tasks import shims
 from tasks.policy import RetryPolicy
-from tasks.shims import PROCESS_DELIVERY
+from tasks.relaying import Answer, RelayPolicy
+from tasks.shims import PROCESS_DELIVERY, RELAY
 from tasks.storage.engine import make_engine
 from tasks.storage.uow import UnitOfWork
 from worker.settings import Settings
 from worker.taskqueue.app import QUEUE, create_app
 from worker.taskqueue.depth import queue_depth
+
+if TYPE_CHECKING:
+    from worker.taskqueue.notify import NotificationSender
 
 log = logging.getLogger("payhook.runtime")
 
@@ -30,6 +36,8 @@ class ProcessRuntime:
         self.policy: RetryPolicy = settings.retry_policy()
         self.reading: Reading = settings.reading()
         self.body_retention = timedelta(days=settings.body_retention_days)
+        self.notify_endpoints: tuple[str, ...] = settings.notify_endpoints()
+        self.relay_policy: RelayPolicy = settings.relay_policy()
 
     @cached_property
     def engine(self) -> Engine:
@@ -52,6 +60,28 @@ class ProcessRuntime:
     def queued(self) -> int | None:
         """Task messages waiting in the broker's task queue; None when it does not answer."""
         return queue_depth(self.app, QUEUE)
+
+    @cached_property
+    def _sender(self) -> NotificationSender:
+        # Imported here, in the process that posts: a worker loads httpx and standardwebhooks
+        # after it forks, never before (each prefork child would carry them), and only when
+        # there is something to post.
+        notify = importlib.import_module("worker.taskqueue.notify")
+        sender: NotificationSender = notify.NotificationSender(self.settings.notify_secrets()[0])
+        return sender
+
+    def post_notification(self, url: str, message_id: str, body: bytes) -> Answer:
+        return self._sender.post(url, message_id, body, self.now())
+
+    def request_relay(self) -> None:
+        """Publish one relay run, after a commit that wrote notifications; on a broker
+        failure the relay that `payhook beat` schedules sends them a little later."""
+        if not self.notify_endpoints:
+            return
+        try:
+            self.app.send_task(RELAY)
+        except Exception as error:  # noqa: BLE001  (any broker failure: beat's relay covers it)
+            log.warning("relay publish failed, beat's relay will send: %s", type(error).__name__)
 
     def try_publish(self, delivery_id: int) -> bool:
         """Publish; on a broker failure say so and leave the delivery to the sweeper."""

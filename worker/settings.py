@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -13,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from domain.providers import BUILT_IN, Reading
 from domain.providers.adyen import CaptureMode
 from tasks.policy import RetryPolicy
+from tasks.relaying import RelayPolicy
 
 RESERVED_SOURCES = BUILT_IN
 
@@ -65,6 +68,13 @@ class Settings(BaseSettings):
     body_retention_days: int = Field(30, gt=0)
     log_format: Literal["json", "console"] = "json"
     flower_basic_auth: SecretStr | None = None  # user:password for `payhook flower`
+    # Host notifications: endpoints (comma-separated), their Standard Webhooks secrets
+    # (whsec_…; several during rotation, the first signs), how long a notification is retried,
+    # and how often `payhook beat` has the relay look for sends that are due.
+    notify_url: str = ""
+    notify_secret: SecretStr = SecretStr("")
+    notify_retry_s: int = Field(259200, gt=0)
+    notify_interval_s: int = Field(5, gt=0)
 
     @field_validator("database_url", "broker_url")
     @classmethod
@@ -91,6 +101,9 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         self.standard_secrets()  # each raises on a malformed list
         self.adyen_keys()
+        endpoints, secrets = self.notify_endpoints(), self.notify_secrets()
+        if endpoints and not secrets:
+            raise ValueError("PAYHOOK_NOTIFY_URL needs PAYHOOK_NOTIFY_SECRET to sign with")
         policy = self.retry_policy()
         if self.uses_redis and self.visibility_timeout_s <= (
             policy.longest_countdown_s + policy.time_limit_s
@@ -159,6 +172,32 @@ class Settings(BaseSettings):
 
     def reading(self) -> Reading:
         return Reading(adyen_capture=self.adyen_capture)
+
+    def notify_endpoints(self) -> tuple[str, ...]:
+        """The host's notification endpoints, http(s) URLs."""
+        urls = _split(self.notify_url)
+        for url in urls:
+            parts = urlparse(url)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError(f"PAYHOOK_NOTIFY_URL must list http(s) URLs, not {url!r}")
+        return urls
+
+    def notify_secrets(self) -> tuple[str, ...]:
+        """Signing secrets, newest first: the first signs, the others are kept for rotation."""
+        secrets = _split(self.notify_secret.get_secret_value())
+        for secret in secrets:
+            try:
+                valid = secret.startswith("whsec_") and bool(
+                    base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+                )
+            except binascii.Error:
+                valid = False
+            if not valid:
+                raise ValueError("PAYHOOK_NOTIFY_SECRET must list whsec_ secrets (base64)")
+        return secrets
+
+    def relay_policy(self) -> RelayPolicy:
+        return RelayPolicy(retry_window=timedelta(seconds=self.notify_retry_s))
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(

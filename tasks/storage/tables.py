@@ -211,3 +211,54 @@ replaced_outcomes = Table(
     _timestamp("recorded_at"),
     _timestamp("replaced_at"),
 )
+
+# The outbox: one row per state change the host is told of, written in the transaction that made
+# the change. On PostgreSQL the id encodes the inserting transaction (see tasks/storage/outbox.py).
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("type", String(64), nullable=False),
+    Column("order_id", Id, ForeignKey("orders.id"), nullable=False),
+    # 1, 2, 3… per order, in commit order: assigned under the order's row lock.
+    Column("order_sequence", BigInteger, nullable=False),
+    Column("payment_id", Id, ForeignKey("payments.id"), nullable=False),
+    Column("delivery_id", Id, ForeignKey("deliveries.id"), nullable=True),
+    Column("data", Text, nullable=False),  # JSON: the message's data, less order_sequence
+    _timestamp("created_at"),
+    UniqueConstraint("order_id", "order_sequence"),
+    Index(None, "created_at"),
+)
+
+# Each endpoint of PAYHOOK_NOTIFY_URL, as the relay first met it.
+notify_endpoints = Table(
+    "notify_endpoints",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("url", String(2048), nullable=False, unique=True),
+    # Notifications created since then are pushed to it; those before it are not.
+    _timestamp("since"),
+    # Every notification up to this id has its send row for this endpoint.
+    Column("materialized_through", BigInteger, nullable=False, default=0),
+)
+
+# One notification pushed to one endpoint: pending, delivered (2xx) or failed (replayable).
+notification_sends = Table(
+    "notification_sends",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("notification_id", Id, ForeignKey("notifications.id"), nullable=False),
+    Column("endpoint_id", Id, ForeignKey("notify_endpoints.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    # Retried until PAYHOOK_NOTIFY_RETRY_S after this (its first try, or an operator's resend).
+    _timestamp("retry_from"),
+    # The next try; while a relay holds the send, the end of its lease.
+    _timestamp("next_attempt_at"),
+    _timestamp("last_attempt_at", nullable=True),
+    Column("last_status", Integer, nullable=True),  # the endpoint's HTTP status
+    Column("last_error", String(255), nullable=True),
+    _timestamp("delivered_at", nullable=True),
+    UniqueConstraint("notification_id", "endpoint_id"),
+    Index(None, "endpoint_id", "status", "next_attempt_at"),
+)

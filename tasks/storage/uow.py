@@ -6,6 +6,7 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine, RootTransaction
 
+from tasks.storage.outbox import Outbox, Sends
 from tasks.storage.repositories import (
     ApiIdempotency,
     Bodies,
@@ -23,6 +24,8 @@ class UnitOfWork:
     outcomes: Outcomes
     api_keys: ApiIdempotency
     bodies: Bodies
+    outbox: Outbox
+    sends: Sends
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -44,6 +47,8 @@ class UnitOfWork:
         self.outcomes = Outcomes(self._conn)
         self.api_keys = ApiIdempotency(self._conn)
         self.bodies = Bodies(self._conn)
+        self.outbox = Outbox(self._conn)
+        self.sends = Sends(self._conn)
         return self
 
     def __exit__(

@@ -198,8 +198,14 @@ Broker = Literal["redis", "amqp"]
 
 @contextmanager
 def running_stack(
-    tmp_path: Path, *, worker_processes: int, name: str, broker: Broker = "redis"
+    tmp_path: Path,
+    *,
+    worker_processes: int,
+    name: str,
+    broker: Broker = "redis",
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
+    """`settings`: more PAYHOOK_* variables for every process of the stack."""
     database = fresh_database(name)
     broker_url = fresh_amqp(name) if broker == "amqp" else fresh_redis()
     env = {
@@ -210,6 +216,7 @@ def running_stack(
         "PAYHOOK_API_TOKEN": API_TOKEN,
         "PAYHOOK_STRIPE_WEBHOOK_SECRETS": STRIPE_SECRET,
         "PAYHOOK_STANDARD_WEBHOOK_SECRETS": f"shop={SHOP_SECRET}",
+        **(settings or {}),
     }
     stack = Stack(database, env, tmp_path)
     try:

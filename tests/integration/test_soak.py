@@ -65,5 +65,6 @@ def test_a_small_soak_without_faults_loses_nothing_and_applies_nothing_twice(
     assert "acknowledged_duplicate/same_event" in summary
     assert "lost                 0" in summary
     assert "applied twice        0" in summary
+    assert "received and verified by the host endpoint, 0 missing" in summary
     assert "faults injected      0" in summary
     assert "invariants hold" in summary

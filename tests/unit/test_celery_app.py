@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tasks.shims import SWEEP, whole_seconds
+from tasks.shims import RELAY, SWEEP, whole_seconds
 from worker.settings import Settings
-from worker.taskqueue.app import DEAD_LETTER, QUEUE, SWEEP_QUEUE, create_app
+from worker.taskqueue.app import DEAD_LETTER, NOTIFY_QUEUE, QUEUE, SWEEP_QUEUE, create_app
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -18,13 +18,14 @@ def test_rabbitmq_gets_a_quorum_queue_with_a_delivery_limit_and_publisher_confir
     tmp_path: Path,
 ) -> None:
     app = create_app(Settings(broker_url=AMQP, data_dir=tmp_path, delivery_limit=7))
-    queue, sweeps = app.conf.task_queues
-    assert queue.name == QUEUE
+    queue, notify, sweeps = app.conf.task_queues
     assert sweeps.name == SWEEP_QUEUE
-    assert queue.exchange.type == "topic"  # native delayed delivery cannot route to direct
-    assert queue.queue_arguments["x-queue-type"] == "quorum"
-    assert queue.queue_arguments["x-delivery-limit"] == 7
-    assert queue.queue_arguments["x-dead-letter-exchange"] == DEAD_LETTER
+    assert (queue.name, notify.name) == (QUEUE, NOTIFY_QUEUE)
+    for each in (queue, notify):
+        assert each.exchange.type == "topic"  # native delayed delivery cannot route to direct
+        assert each.queue_arguments["x-queue-type"] == "quorum"
+        assert each.queue_arguments["x-delivery-limit"] == 7
+        assert each.queue_arguments["x-dead-letter-exchange"] == DEAD_LETTER
     assert app.conf.broker_transport_options == {"confirm_publish": True}
     assert app.conf.worker_detect_quorum_queues is True
     assert app.conf.task_acks_late is True
@@ -34,7 +35,8 @@ def test_rabbitmq_gets_a_quorum_queue_with_a_delivery_limit_and_publisher_confir
 
 def test_redis_keeps_its_plain_queue_and_visibility_timeout(tmp_path: Path) -> None:
     app = create_app(Settings(broker_url="redis://127.0.0.1:6379/15", data_dir=tmp_path))
-    assert [q.name for q in app.conf.task_queues] == [QUEUE, SWEEP_QUEUE]
+    assert [queue.name for queue in app.conf.task_queues] == [QUEUE, NOTIFY_QUEUE, SWEEP_QUEUE]
+    assert app.conf.task_default_queue == QUEUE
     assert app.conf.broker_transport_options["visibility_timeout"] == 3600
     assert "confirm_publish" not in app.conf.broker_transport_options
 
@@ -65,3 +67,21 @@ def test_sweeps_run_on_a_queue_of_their_own_and_expire_within_their_interval(
     assert entry["task"] == SWEEP
     assert entry["options"] == {"queue": SWEEP_QUEUE, "expires": 45.0}
     assert app.amqp.router.route({}, SWEEP)["queue"].name == SWEEP_QUEUE
+
+
+def test_the_relay_has_a_queue_of_its_own_and_beat_runs_it_only_with_endpoints(
+    tmp_path: Path,
+) -> None:
+    bare = create_app(Settings(broker_url="redis://127.0.0.1:6379/15", data_dir=tmp_path))
+    assert bare.amqp.router.route({}, RELAY)["queue"].name == NOTIFY_QUEUE
+    assert "relay" not in bare.conf.beat_schedule
+    notifying = create_app(
+        Settings(
+            broker_url="redis://127.0.0.1:6379/15",
+            data_dir=tmp_path,
+            notify_url="http://127.0.0.1:9/hook",
+            notify_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            notify_interval_s=7,
+        )
+    )
+    assert notifying.conf.beat_schedule["relay"] == {"task": RELAY, "schedule": 7.0}

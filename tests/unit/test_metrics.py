@@ -43,6 +43,7 @@ from worker.taskqueue.metrics import TaskObserver
 from worker.taskqueue.metrics_server import (
     QUEUE_DEPTH,
     MetricsSetupError,
+    OutboxBacklog,
     QueueDepth,
     multiprocess_dir,
 )
@@ -302,6 +303,7 @@ def exposed_names() -> set[str]:
     defined = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
     families = [f for m in defined for f in m.describe()]
     families += list(QueueDepth(fakeredis.FakeRedis, "payhook").describe())
+    families += list(OutboxBacklog("sqlite://").describe())
     for family in families:
         names |= {family.name + suffix for suffix in suffixes[family.type]}
     return names
@@ -326,5 +328,7 @@ def test_every_alert_rule_parses_and_names_only_metrics_that_exist() -> None:
         "payhook_outcome_lag_seconds_bucket",
         "payhook_dead_deliveries_total",
         "payhook_queue_depth",
+        "payhook_notifications_oldest_pending_seconds",
+        "payhook_notification_sends_total",
     ):
         assert name in used, name

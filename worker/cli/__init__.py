@@ -133,6 +133,22 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(run="worker.cli.operator:stats_command")
 
+    events = sub.add_parser(
+        "events", help="host notifications, newest first, with each endpoint's status"
+    )
+    events.add_argument("--status", choices=["pending", "delivered", "failed"])
+    events.add_argument("--limit", type=int, default=50)
+    events.add_argument("--before", type=int, help="only notifications older than this id")
+    events.add_argument("--json", action="store_true")
+    events.set_defaults(run="worker.cli.events:events_command")
+    events_actions = events.add_subparsers(dest="action", metavar="ACTION")
+    resend = events_actions.add_parser(
+        "resend", help="send one notification again, or every failed one (--failed)"
+    )
+    resend.add_argument("notification", type=int, nargs="?", help="one notification id")
+    resend.add_argument("--failed", action="store_true", help="every failed notification")
+    resend.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+
     flower = sub.add_parser(
         "flower", help="run Flower for this app: basic auth (PAYHOOK_FLOWER_BASIC_AUTH), read-only"
     )

@@ -23,6 +23,7 @@ def worker_command(settings: Settings, args: argparse.Namespace, extra: list[str
                 address=args.metrics_address,
                 broker=settings.broker if settings.uses_redis else None,
                 queue=QUEUE,
+                database=settings.database if settings.notify_endpoints() else None,
             )
         except MetricsSetupError as error:
             print(f"payhook: {error}", file=sys.stderr)

@@ -9,13 +9,16 @@ from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
 import tasks.shims  # noqa: F401  (registers the payhook.* tasks)
-from tasks.shims import PRUNE_BODIES, SWEEP, WAKE, forget_runtime
+from tasks.shims import PRUNE_BODIES, RELAY, SWEEP, WAKE, forget_runtime
 from worker.settings import Settings
 
 QUEUE = "payhook"
 # The sweeper's own queue: a sweep never waits behind a backlog of deliveries, and one that
 # could not run within its interval expires instead of piling up behind the next.
 SWEEP_QUEUE = "payhook.sweep"
+# The relay's own queue: a deployment may give it workers of its own (`-Q payhook.notify`);
+# the default worker consumes both.
+NOTIFY_QUEUE = "payhook.notify"
 # RabbitMQ: where a task message goes once it was delivered more than PAYHOOK_DELIVERY_LIMIT
 # times. Nothing consumes it: payhook has recorded such a delivery dead long before (its own
 # redelivery budget is smaller), so this queue is an operator's evidence, kept bounded.
@@ -41,8 +44,6 @@ def create_app(settings: Settings) -> Celery:
         task_time_limit=policy.time_limit_s,
         task_soft_time_limit=policy.soft_time_limit_s,
         task_default_queue=QUEUE,
-        task_queues=[Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE), sweep_queue()],
-        task_routes={SWEEP: {"queue": SWEEP_QUEUE}, WAKE: {"queue": SWEEP_QUEUE}},
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings),
         # A publish that fails fast leaves the delivery to the sweeper instead of a stuck request.
@@ -52,39 +53,60 @@ def create_app(settings: Settings) -> Celery:
             "interval_step": 0.2,
             "interval_max": 0.5,
         },
-        beat_schedule={
-            "sweep": {
-                "task": SWEEP,
-                "schedule": float(settings.sweep_interval_s),
-                "options": {"queue": SWEEP_QUEUE, "expires": float(settings.sweep_interval_s)},
-            },
-            # Due deferred deliveries, published on the same maintenance queue, never piling up.
-            "wake": {
-                "task": WAKE,
-                "schedule": float(settings.wake_interval_s),
-                "options": {"queue": SWEEP_QUEUE, "expires": float(settings.wake_interval_s)},
-            },
-            "prune-bodies": {"task": PRUNE_BODIES, "schedule": 3600.0},
+        task_routes={
+            SWEEP: {"queue": SWEEP_QUEUE},
+            WAKE: {"queue": SWEEP_QUEUE},
+            RELAY: {"queue": NOTIFY_QUEUE},
         },
+        beat_schedule=_beat_schedule(settings),
         worker_hijack_root_logger=False,
     )
     if settings.uses_amqp:
         app.conf.update(_rabbitmq_options(settings))
         app.steps["consumer"].add(DeclareDeadLetterQueue)
+    else:
+        app.conf.task_queues = [
+            *(
+                Queue(name, Exchange(name, type="direct"), routing_key=name)
+                for name in (QUEUE, NOTIFY_QUEUE)
+            ),
+            sweep_queue(),
+        ]
     return app
 
 
-def task_queue(settings: Settings) -> Queue:
-    """The RabbitMQ task queue: quorum (replicated, durable), with a delivery limit.
+def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    schedule: dict[str, dict[str, Any]] = {
+        "sweep": {
+            "task": SWEEP,
+            "schedule": float(settings.sweep_interval_s),
+            "options": {"queue": SWEEP_QUEUE, "expires": float(settings.sweep_interval_s)},
+        },
+        # Due deferred deliveries, published on the same maintenance queue, never piling up.
+        "wake": {
+            "task": WAKE,
+            "schedule": float(settings.wake_interval_s),
+            "options": {"queue": SWEEP_QUEUE, "expires": float(settings.wake_interval_s)},
+        },
+        "prune-bodies": {"task": PRUNE_BODIES, "schedule": 3600.0},
+    }
+    if settings.notify_endpoints():
+        # Retries after backoff, and anything whose after-commit relay publish was lost.
+        schedule["relay"] = {"task": RELAY, "schedule": float(settings.notify_interval_s)}
+    return schedule
+
+
+def task_queue(settings: Settings, name: str = QUEUE) -> Queue:
+    """A RabbitMQ task queue: quorum (replicated, durable), with a delivery limit.
 
     A topic exchange, because Celery sends countdown retries to quorum queues through
     RabbitMQ's native delayed delivery, which cannot route to a direct exchange (the worker
     would instead hold the message in memory until its ETA).
     """
     return Queue(
-        QUEUE,
-        Exchange(QUEUE, type="topic", durable=True),
-        routing_key=QUEUE,
+        name,
+        Exchange(name, type="topic", durable=True),
+        routing_key=name,
         durable=True,
         queue_arguments={
             "x-queue-type": "quorum",
@@ -125,7 +147,11 @@ def _rabbitmq_options(settings: Settings) -> dict[str, Any]:
     # the prefetch of one is per consumer, and sends countdown retries through the
     # celery_delayed_* queues (quorum too) instead of holding them in the worker.
     return {
-        "task_queues": [task_queue(settings), sweep_queue()],
+        "task_queues": [
+            task_queue(settings),
+            task_queue(settings, NOTIFY_QUEUE),
+            sweep_queue(),
+        ],
         "task_default_exchange": QUEUE,
         "task_default_exchange_type": "topic",
         "task_default_routing_key": QUEUE,

@@ -19,11 +19,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from domain.outcomes import OutcomeKind, Reason
-from tasks.shims import PROCESS_DELIVERY, SWEEP
+from tasks.shims import PROCESS_DELIVERY, RELAY, SWEEP
 from tasks.storage import queries
 from worker.metrics import (
     DEAD_DELIVERIES,
     DEFERRALS,
+    NOTIFICATION_SENDS,
     OUTCOME_LAG,
     OUTCOMES,
     TASK_DURATION,
@@ -33,7 +34,7 @@ from worker.metrics import (
 
 log = logging.getLogger("payhook.metrics")
 
-OBSERVED = frozenset({PROCESS_DELIVERY, SWEEP})
+OBSERVED = frozenset({PROCESS_DELIVERY, SWEEP, RELAY})
 
 
 class TaskObserver:
@@ -79,6 +80,10 @@ class TaskObserver:
             dead, reason = int(result["dead"]), Reason.RETRY_BUDGET_EXHAUSTED.value
             OUTCOMES.labels(kind=OutcomeKind.DEAD.value, reason=reason).inc(dead)
             DEAD_DELIVERIES.labels(reason=reason).inc(dead)
+        elif sender.name == RELAY:
+            for label in ("delivered", "retrying", "failed"):
+                if result.get(label):
+                    NOTIFICATION_SENDS.labels(result=label).inc(int(result[label]))
 
     def retried(self, sender: Any, reason: Any, **_: Any) -> None:
         if sender.name in OBSERVED:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from celery.signals import worker_process_shutdown
@@ -24,6 +26,11 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import create_engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from tasks.storage import outbox
 
 log = logging.getLogger("payhook.metrics")
 
@@ -50,11 +57,12 @@ def multiprocess_dir() -> Path:
 
 
 def serve_worker_metrics(
-    *, port: int, address: str, broker: str | None, queue: str
+    *, port: int, address: str, broker: str | None, queue: str, database: str | None = None
 ) -> CollectorRegistry:
     """Empty the multiprocess directory, then serve /metrics from this (parent) process.
 
-    `broker` is a Redis URL whose `queue` depth is reported, or None for other brokers.
+    `broker` is a Redis URL whose `queue` depth is reported, or None for other brokers;
+    `database`, when given, is read at each scrape for the outbox's backlog.
     """
     directory = multiprocess_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -64,6 +72,8 @@ def serve_worker_metrics(
     multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     if broker is not None:
         registry.register(QueueDepth(_redis_client(broker), queue))
+    if database is not None:
+        registry.register(OutboxBacklog(database))
     worker_process_shutdown.connect(_child_exited, weak=False)
     try:
         start_http_server(port, addr=address, registry=registry)
@@ -116,3 +126,55 @@ class QueueDepth(Collector):
             "Tasks waiting in the broker queue (Redis), read at scrape time",
             labels=["queue"],
         )
+
+
+class OutboxBacklog(Collector):
+    """`payhook_notifications_pending` and `payhook_notifications_oldest_pending_seconds` per
+    endpoint, read from the database at each scrape.
+
+    Its own engine without a pool: a connection is opened per scrape and closed, so nothing of
+    it is inherited by a prefork child forked later.
+    """
+
+    def __init__(self, database: str) -> None:
+        self._database = database
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        engine = create_engine(self._database, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                found = outbox.backlog(conn, datetime.now(UTC))
+        except SQLAlchemyError as error:
+            log.warning("outbox backlog unknown, the database did not answer: %s", error)
+            return []
+        finally:
+            engine.dispose()
+        pending, oldest = self._families()
+        for url, count, age in found:
+            pending.add_metric([_without_credentials(url)], count)
+            oldest.add_metric([_without_credentials(url)], age)
+        return [pending, oldest]
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "payhook_notifications_pending",
+                "Host notifications not yet delivered to the endpoint nor failed",
+                labels=["endpoint"],
+            ),
+            GaugeMetricFamily(
+                "payhook_notifications_oldest_pending_seconds",
+                "Age of the oldest host notification still pending for the endpoint",
+                labels=["endpoint"],
+            ),
+        ]
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.table import Table
 
 from tasks import migrate as migrations
 from tasks.storage import queries
@@ -24,10 +25,12 @@ from worker.cli.tables import deliveries_table
 from worker.settings import Settings
 from worker.signing.standard import sign_standard
 from worker.signing.stripe import sign_stripe
+from worker.tooling.host_endpoint import HostEndpoint
 from worker.tooling.stack import Stack, StackError, payhook
 
 SAMPLES = Path(__file__).parent / "demo_samples"
 OUTCOME_TIMEOUT_S = 90
+NOTIFICATIONS_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> int:
     stripe_secret = "whsec_" + secrets.token_hex(16)
     shop_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     token = secrets.token_urlsafe(16)
+    host = HostEndpoint("whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()).start()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")},
         "PAYHOOK_DATA_DIR": str(folder),
@@ -57,6 +61,9 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> int:
         "PAYHOOK_STRIPE_WEBHOOK_SECRETS": stripe_secret,
         "PAYHOOK_STANDARD_WEBHOOK_SECRETS": f"shop={shop_secret}",
         "PAYHOOK_UNMATCHED_GRACE_S": "60",
+        "PAYHOOK_NOTIFY_URL": host.url,
+        "PAYHOOK_NOTIFY_SECRET": host.secret,
+        "PAYHOOK_NOTIFY_INTERVAL_S": "1",
     }
     demo_settings = Settings(data_dir=folder)
     console.print(f"[bold]payhook demo[/bold] on the embedded default in {folder}")
@@ -73,6 +80,7 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> int:
         ) as client:
             _wait_ready(stack, console)
             ok = _play(client, stripe_secret, shop_secret, demo_settings, console)
+            ok &= _show_notifications(client, host, console)
         if once:
             return 0 if ok else 1
         console.print(
@@ -87,6 +95,46 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> int:
         return 0
     finally:
         stack.stop()
+        host.stop()
+
+
+def _show_notifications(client: httpx.Client, host: HostEndpoint, console: Console) -> bool:
+    """Wait until the local endpoint has every notification the feed lists; show them."""
+    deadline = time.monotonic() + NOTIFICATIONS_TIMEOUT_S
+    listed: list[dict[str, Any]] = []
+    with console.status("waiting for the host notifications …"):
+        while time.monotonic() < deadline:
+            answer = client.get("/api/events", params={"limit": 1000})
+            answer.raise_for_status()
+            listed = answer.json()
+            if {str(event["id"]) for event in listed} <= {r.message_id for r in host.distinct()}:
+                break
+            time.sleep(0.25)
+    table = Table(title="notifications the local host endpoint received, signature verified")
+    for column in ("webhook-id", "type", "order", "seq", "payment", "state", "amount", "delivery"):
+        table.add_column(column)
+    for item in host.distinct():
+        data = item.body["data"]
+        table.add_row(
+            item.message_id,
+            item.body["type"],
+            data["order_reference"],
+            str(data["order_sequence"]),
+            str(data["payment_id"]),
+            data["state"],
+            f"{data['amount']} {data['currency']}",
+            str(data["delivery_id"] or "manual"),
+        )
+    console.print(table)
+    received = {r.message_id for r in host.distinct()}
+    missing = [event["id"] for event in listed if str(event["id"]) not in received]
+    ok = bool(listed) and not missing and host.unverified == 0
+    console.print(
+        f"{len(received)} notifications pushed to {host.url}, each once per change "
+        f"(GET /api/events lists {len(listed)})"
+        + ("" if ok else f"; [red]missing {missing}, unverified {host.unverified}[/red]")
+    )
+    return ok
 
 
 def _play(

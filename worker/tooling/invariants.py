@@ -152,3 +152,71 @@ def _ids(conn: Connection, sql: str) -> list[int]:
 def _few(ids: list[int] | list[str]) -> str:
     shown = ", ".join(map(str, ids[:10]))
     return f"{len(ids)} ({shown}{', …' if len(ids) > 10 else ''})"
+
+
+@dataclass
+class Told:
+    """What the host endpoint was told, against the outbox and the applied outcomes."""
+
+    notifications: int = 0
+    received: int = 0  # distinct webhook-ids the endpoint verified
+    missing: list[int] = field(default_factory=list)  # in the outbox, never received
+    unknown: list[str] = field(default_factory=list)  # received, not in the outbox
+    applied_untold: list[int] = field(default_factory=list)  # applied outcomes, no notification
+    told_unapplied: list[int] = field(default_factory=list)  # notifications of no applied outcome
+    confirmed_twice: list[int] = field(default_factory=list)  # payments told confirmed more often
+    out_of_sequence: list[str] = field(default_factory=list)  # orders not told 1, 2, 3… in order
+
+    def failures(self) -> list[str]:
+        checks: dict[str, list[int] | list[str]] = {
+            "notifications never received by the host endpoint": self.missing,
+            "notifications received that the outbox does not hold": self.unknown,
+            "applied deliveries without a notification": self.applied_untold,
+            "notifications of deliveries that applied nothing": self.told_unapplied,
+            "payments told confirmed more often than they were": self.confirmed_twice,
+            "orders whose notifications arrived out of sequence": self.out_of_sequence,
+        }
+        return [f"{what}: {_few(ids)}" for what, ids in checks.items() if ids]
+
+
+def check_notifications(conn: Connection, received: list[tuple[str, str, int]]) -> Told:
+    """`received`: (webhook-id, order reference, order_sequence) as the endpoint first got each."""
+    told = Told()
+    ids = {int(row[0]) for row in conn.execute(text("SELECT id FROM notifications"))}
+    told.notifications = len(ids)
+    got = {message_id for message_id, _, _ in received}
+    told.received = len(got)
+    told.missing = sorted(ids - {int(m) for m in got if m.isdigit()})
+    told.unknown = sorted(m for m in got if not m.isdigit() or int(m) not in ids)
+    told.applied_untold = _ids(
+        conn,
+        "SELECT o.delivery_id FROM outcomes o WHERE o.kind = 'applied' AND NOT EXISTS"
+        " (SELECT 1 FROM notifications n WHERE n.delivery_id = o.delivery_id)",
+    )
+    told.told_unapplied = _ids(
+        conn,
+        "SELECT n.id FROM notifications n WHERE n.delivery_id IS NOT NULL AND NOT EXISTS"
+        " (SELECT 1 FROM outcomes o WHERE o.delivery_id = n.delivery_id AND o.kind = 'applied')",
+    )
+    confirmations = _confirmations()
+    told.confirmed_twice = sorted(
+        conn.execute(
+            select(payments.c.id)
+            .outerjoin(confirmations, confirmations.c.payment_id == payments.c.id)
+            .where(
+                select(func.count())
+                .select_from(text("notifications"))
+                .where(text("notifications.payment_id = payments.id"))
+                .where(text("notifications.type = 'payment.confirmed'"))
+                .scalar_subquery()
+                > func.coalesce(confirmations.c.n, 0)
+            )
+        ).scalars()
+    )
+    sequences: dict[str, list[int]] = {}
+    for _, order, sequence in received:
+        sequences.setdefault(order, []).append(sequence)
+    told.out_of_sequence = sorted(
+        order for order, seen in sequences.items() if seen != list(range(1, len(seen) + 1))
+    )
+    return told

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 
 from domain.money import InvalidCurrency, normalize_currency
 from tasks.confirming import ConfirmStatus, confirm_payment
+from tasks.notifications import event_view
 from tasks.registering import (
     AlreadyExists,
     CurrencyDiffers,
@@ -24,7 +25,7 @@ from tasks.registering import (
     create_payment,
 )
 from tasks.replaying import replay_delivery
-from tasks.storage import queries
+from tasks.storage import outbox, queries
 from worker.runtime import ProcessRuntime
 from worker.web.deps import ApiRuntime
 from worker.web.errors import HttpError, database_unavailable
@@ -139,6 +140,8 @@ async def post_confirm(
                 publish=rt.try_publish,  # wakes deliveries waiting for the capture
             )
         )
+    if result.status is ConfirmStatus.CONFIRMED and not result.replayed:
+        await run_in_threadpool(rt.request_relay)  # its notifications are committed
     if result.status is ConfirmStatus.NOT_FOUND:
         raise HttpError(404, f"no payment {payment_id}")
     if result.status is ConfirmStatus.KEY_REUSED:
@@ -186,6 +189,18 @@ def list_deliveries(
         )
     following = items[-1]["id"] if len(items) == limit else None
     return {"deliveries": items, "next_before": following}
+
+
+@router.get("/events")
+def list_events(
+    rt: ApiRuntime,
+    after: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE)] = 100,
+) -> list[dict[str, Any]]:
+    """Host notifications after id `after`, in id order; an id is listed only once every
+    smaller one is committed or rolled back, so a cursor never passes one that commits later."""
+    with _read(rt) as conn:
+        return [event_view(row) for row in outbox.feed(conn, after=after, limit=limit)]
 
 
 def _found(value: dict[str, Any] | None, what: str) -> dict[str, Any]:

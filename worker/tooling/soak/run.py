@@ -6,6 +6,7 @@ What it does, as `payhook soak --help` tells it, is `worker.cli.soak_args.DESCRI
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import random
 import secrets
@@ -29,7 +30,8 @@ from tasks import migrate as migrations
 from tasks.storage.engine import make_engine
 from worker.settings import Settings
 from worker.signing.stripe import sign_stripe
-from worker.tooling.invariants import Findings, check
+from worker.tooling.host_endpoint import HostEndpoint
+from worker.tooling.invariants import Findings, Told, check, check_notifications
 from worker.tooling.servers import PrivatePostgres, PrivateRedis, ServerError
 from worker.tooling.soak.plan import Plan, PlannedPayment, Registration, make_plan
 from worker.tooling.soak.servers import (
@@ -50,6 +52,7 @@ MAX_SWEEPS = 5
 BACKLOG_STOP_S = MAX_SWEEPS * SWEEP_AFTER_S + 10
 SEND_ATTEMPTS = 120  # a provider retries a refused delivery; so does the soak, 0.5 s apart
 READY_TIMEOUT_S = 90
+NOTIFY_TIMEOUT_S = 120  # after the last outcome, for the relay to catch up
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,10 @@ class _Soak:
         self.skipped_faults: str | None = None
         self.started = self.sending_started = time.monotonic()
         self.last_recorded = 0
+        self.host = HostEndpoint(
+            "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        ).start()
+        cleanup.callback(self.host.stop)
 
     def run(self) -> int:
         o = self.options
@@ -168,9 +175,21 @@ class _Soak:
                 waited = self._wait_for_outcomes(engine, stack, progress, faults)
                 faults.finish()
             statuses = self._order_statuses(client, plan)
+            self._wait_for_notifications(client)
         with engine.connect() as conn:
             findings = check(conn, self.sent.accepted, statuses)
-        return self._summary(plan, findings, waited)
+            told = check_notifications(
+                conn,
+                [
+                    (
+                        r.message_id,
+                        r.body["data"]["order_reference"],
+                        r.body["data"]["order_sequence"],
+                    )
+                    for r in self.host.distinct()
+                ],
+            )
+        return self._summary(plan, findings, waited, told)
 
     # ---------------------------------------------------------------- setting up
 
@@ -208,6 +227,10 @@ class _Soak:
             "PAYHOOK_SWEEP_AFTER_S": str(SWEEP_AFTER_S),
             "PAYHOOK_SWEEP_INTERVAL_S": str(SWEEP_INTERVAL_S),
             "PAYHOOK_MAX_SWEEPS": str(MAX_SWEEPS),
+            # A host endpoint of the soak's own, told of every applied state change.
+            "PAYHOOK_NOTIFY_URL": self.host.url,
+            "PAYHOOK_NOTIFY_SECRET": self.host.secret,
+            "PAYHOOK_NOTIFY_INTERVAL_S": "1",
         }
 
     def _schedule(
@@ -349,9 +372,25 @@ class _Soak:
         at = time.monotonic() - self.sending_started
         self.faults.append(f"{at:6.1f}s  {description}")
 
-    def _summary(self, plan: Plan, found: Findings, waited: float) -> int:
+    def _wait_for_notifications(self, client: httpx.Client) -> None:
+        """Until the host endpoint has every notification the feed lists (bounded)."""
+        deadline = time.monotonic() + NOTIFY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            listed: set[str] = set()
+            after = 0
+            while True:
+                page = client.get("/api/events", params={"after": after, "limit": 1000}).json()
+                listed |= {str(event["id"]) for event in page}
+                if len(page) < 1000:
+                    break
+                after = page[-1]["id"]
+            if listed <= {r.message_id for r in self.host.distinct()}:
+                return
+            time.sleep(0.5)
+
+    def _summary(self, plan: Plan, found: Findings, waited: float, told: Told) -> int:
         o, sent = self.options, self.sent
-        failures = found.failures()
+        failures = found.failures() + told.failures()
         if found.outcomes < found.deliveries:
             failures.append(f"outcomes still missing after waiting {o.timeout_s}s")
         refused = {a: n for a, n in sent.answers.items() if a != "202"}
@@ -376,6 +415,8 @@ class _Soak:
             f"  lost                 {len(found.lost)}",
             f"  applied twice        {len(found.applied_twice)}",
             f"  dead                 {len(found.dead)}",
+            f"  notifications        {told.notifications} in the outbox, {told.received} "
+            f"received and verified by the host endpoint, {len(told.missing)} missing",
             f"  time taken           {time.monotonic() - self.started:.1f}s "
             f"(waited {waited:.1f}s for outcomes after sending)",
         ]
@@ -385,7 +426,8 @@ class _Soak:
         else:
             lines.append(
                 "[bold green]  invariants hold[/bold green]: one outcome per delivery, no "
-                "payment confirmed twice, refunds within amounts, orders match their sums"
+                "payment confirmed twice, refunds within amounts, orders match their sums, "
+                "one notification per applied change, each received, in sequence per order"
             )
         for line in lines:
             self.console.print(line, highlight=False)

@@ -1,11 +1,18 @@
-"""The publisher the receivers' tests use instead of a broker: it checks, at the moment of
-publishing, that the delivery is committed, i.e. visible from another connection."""
+"""The publisher the receivers' (and replay's) tests use instead of a broker: it checks, at the
+moment of publishing, that the delivery is committed, waiting for its outcome, as another
+connection sees it: a worker that picks the task up at once must find it so."""
 
 from __future__ import annotations
 
 import sqlite3
 
 from sqlalchemy.engine import make_url
+
+WAITING = (
+    "SELECT deliveries.id FROM deliveries"
+    " LEFT JOIN outcomes ON outcomes.delivery_id = deliveries.id"
+    " WHERE deliveries.id = ? AND outcomes.delivery_id IS NULL"
+)
 
 
 class CommittedPublisher:
@@ -22,8 +29,8 @@ class CommittedPublisher:
     def __call__(self, delivery_id: int) -> None:
         # A connection of its own, in autocommit: it sees only what was committed (WAL).
         with sqlite3.connect(self._path, isolation_level=None) as other:
-            row = other.execute("SELECT id FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            row = other.execute(WAITING, (delivery_id,)).fetchone()
         if row is None:
             self.uncommitted.append(delivery_id)
-            raise AssertionError(f"delivery {delivery_id} published before it was committed")
+            raise AssertionError(f"delivery {delivery_id} published before its commit")
         self.published.append(delivery_id)

@@ -38,7 +38,7 @@ REDIS_URL = os.environ.get("PAYHOOK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"
 AMQP_URL = os.environ.get("PAYHOOK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 STRIPE_SECRET = "whsec_integration_stripe"
 SHOP_SECRET = "whsec_" + base64.b64encode(b"integration-shop-secret-bytes").decode()
-API_TOKEN = "integration-token"
+API_TOKEN = "integration-api-token-0123456789abcdef"
 # Several checkouts may run their tests at once against the same servers: each sets its own
 # scope, which prefixes every database and vhost name the tests make.
 SCOPE = os.environ.get("PAYHOOK_TEST_SCOPE", "")

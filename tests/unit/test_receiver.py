@@ -26,7 +26,7 @@ from worker.web.app import create_http_app
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 TS = int(NOW.timestamp())
-TOKEN = "unit-test-api-token-7f3a"
+TOKEN = "unit-test-api-token-7f3a-0123456789abcdef"
 STRIPE_SECRET, ROTATED_SECRET = "whsec_unit_test_first", "whsec_unit_test_rotated"
 SHOP_SECRET = "whsec_cGF5aG9vay11bml0LXRlc3Qtc2VjcmV0LTAxMjM0NTY="
 SECRETS = (TOKEN, STRIPE_SECRET, ROTATED_SECRET, SHOP_SECRET, SHOP_SECRET.removeprefix("whsec_"))

@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from collections.abc import Iterator, Sequence
@@ -104,23 +103,31 @@ def applied(mutant: Mutant) -> Iterator[None]:
     original = mutant.file.read_bytes()
     previous = signal.signal(signal.SIGTERM, _interrupted)
     try:
-        mutant.file.write_text(mutant.mutated(original.decode()))
+        _write(mutant.file, mutant.mutated(original.decode()).encode())
         yield
     finally:
-        mutant.file.write_bytes(original)
+        _write(mutant.file, original)
         signal.signal(signal.SIGTERM, previous)
+
+
+def _write(path: Path, content: bytes) -> None:
+    """Write `content` with a modification time in a later second than the file had: Python
+    trusts a cached .pyc whose recorded source mtime (whole seconds) and size still match."""
+    before = int(path.stat().st_mtime)
+    path.write_bytes(content)
+    if int(path.stat().st_mtime) <= before:
+        os.utime(path, (before + 1, before + 1))
 
 
 def _interrupted(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_tests(mutant: Mutant, timeout_s: float, cache: str) -> Verdict:
-    """Run the mutant's tests; `cache` is a bytecode cache apart from the checkout's, so that
-    no mutant's .pyc is left behind (a .pyc is checked against its source's mtime and size,
-    and every write of a mutant or of the original gives a new mtime)."""
+def run_tests(mutant: Mutant, timeout_s: float) -> Verdict:
+    """Run the mutant's tests (the worker processes the integration tests start see the
+    mutant too: they import this checkout)."""
     started = time.monotonic()
-    env = {**os.environ, "PYTHONPYCACHEPREFIX": cache, "COLUMNS": "500"}
+    env = {**os.environ, "COLUMNS": "500"}
     command = [
         sys.executable,
         "-m",
@@ -173,16 +180,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     verdicts = []
-    with tempfile.TemporaryDirectory(prefix="payhook-mutants-") as cache:
-        for mutant in chosen:
-            with applied(mutant):
-                verdict = run_tests(mutant, args.timeout, cache)
-            verdicts.append(verdict)
-            state = "killed  " if verdict.killed else "SURVIVED"
-            extra = f" ({verdict.detail})" if verdict.detail else ""
-            print(f"{state} {mutant.name:32} {verdict.seconds:5.1f} s{extra}", file=sys.stderr)
-            for test in verdict.survivors:
-                print(f"           passed with the mutant: {test}", file=sys.stderr)
+    for mutant in chosen:
+        with applied(mutant):
+            verdict = run_tests(mutant, args.timeout)
+        verdicts.append(verdict)
+        state = "killed  " if verdict.killed else "SURVIVED"
+        extra = f" ({verdict.detail})" if verdict.detail else ""
+        print(f"{state} {mutant.name:38} {verdict.seconds:5.1f} s{extra}", file=sys.stderr)
+        for test in verdict.survivors:
+            print(f"           passed with the mutant: {test}", file=sys.stderr)
     survived = [v for v in verdicts if not v.killed]
     print(
         f"mutants: {len(verdicts) - len(survived)} of {len(verdicts)} killed by every test "

@@ -160,6 +160,13 @@ class Settings(BaseSettings):
         return urlparse(self.broker).scheme in {"amqp", "amqps", "pyamqp"}
 
     @property
+    def uses_data_dir(self) -> bool:
+        """The embedded default (a SQLite file, a file-system broker) or an explicit data dir:
+        only then does payhook keep files of its own; elsewhere the working directory and the
+        file system may well be read-only (a container, systemd's /)."""
+        return not self.database_url or not self.broker_url or "data_dir" in self.model_fields_set
+
+    @property
     def broker_folder(self) -> Path:
         return (self.data_dir / "broker").resolve()
 

@@ -26,7 +26,8 @@ console = Console()
 
 
 def migrate_command(settings: Settings, _args: argparse.Namespace, _extra: list[str]) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.database_url:  # the embedded default's SQLite file lives in the data dir
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrations.upgrade(settings.database)
     console.print(f"database is at the newest schema: {_safe_url(settings.database)}")
     return 0

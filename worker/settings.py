@@ -29,7 +29,14 @@ PLACEHOLDER = "CHANGE-ME"
 MIN_API_TOKEN_LENGTH = 32
 # PAYHOOK_* names that are not settings: the test, soak and bench tooling's, and ./dev's.
 TOOLING_PREFIXES = ("PAYHOOK_TEST_", "PAYHOOK_SOAK_", "PAYHOOK_BENCH_")
-TOOLING_NAMES = frozenset({"PAYHOOK_WITH_RABBITMQ", "PAYHOOK_PYTHON", "PAYHOOK_REQUIRE_SERVICES"})
+TOOLING_NAMES = frozenset(
+    {
+        "PAYHOOK_WITH_RABBITMQ",
+        "PAYHOOK_WITH_PGBOUNCER",
+        "PAYHOOK_PYTHON",
+        "PAYHOOK_REQUIRE_SERVICES",
+    }
+)
 
 
 class SettingsError(Exception):

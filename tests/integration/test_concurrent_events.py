@@ -257,6 +257,7 @@ def test_two_events_at_the_same_instant_end_as_in_some_serial_order(
             race(racing, rendezvous, rivals)
         finally:
             racing.dispose()
+        assert rendezvous.loaded, f"no statement began with {PAYMENT_LOADED!r}: update it"
         result = observed(engine, order, rivals)
         assert result in serial_results, (
             f"round {round_}: {result} is neither serial order: {sorted(serial_results)}"

@@ -218,6 +218,23 @@ def test_same_event_id_with_another_meaning_is_a_payload_conflict(engine: Engine
     assert order_view(engine)["paid_amount"] == 2000
 
 
+@pytest.mark.parametrize("first_amount", [1, 2000], ids=["smaller_first", "larger_first"])
+def test_a_payload_conflict_is_found_whichever_meaning_came_first(
+    engine: Engine, first_amount: int
+) -> None:
+    register(engine)
+    first_id = deliver_stripe(engine, stripe_body("evt_1", amount_received=first_amount))
+    other_id = deliver_stripe(engine, stripe_body("evt_1", amount_received=2001 - first_amount))
+    process(engine, first_id)
+
+    processed = process(engine, other_id)
+
+    assert (processed.outcome.kind, processed.outcome.reason) == (
+        OutcomeKind.REJECTED,
+        Reason.PAYLOAD_CONFLICT,
+    )
+
+
 def test_another_event_for_a_confirmed_payment_is_already_in_state(engine: Engine) -> None:
     payment_id = register(engine)
     first_id = deliver_stripe(engine, stripe_body("evt_1"))
@@ -499,7 +516,14 @@ def test_sweep_picks_up_a_deferred_delivery_whose_retry_was_lost(engine: Engine)
     assert deferred.retry_in is not None
     published: list[int] = []
 
-    sweep(UnitOfWork(engine), NOW + timedelta(seconds=deferred.retry_in), POLICY, published.append)
+    # Not before its retry is overdue by sweep_after: until then its countdown is on its way.
+    due = NOW + timedelta(seconds=deferred.retry_in)
+    sweep(
+        UnitOfWork(engine),
+        due + POLICY.sweep_after - timedelta(seconds=1),
+        POLICY,
+        published.append,
+    )
     assert published == []
     later = NOW + timedelta(seconds=deferred.retry_in) + POLICY.sweep_after + timedelta(seconds=1)
     sweep(UnitOfWork(engine), later, POLICY, published.append)

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
+import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.providers import BUILT_IN, Reading
@@ -18,6 +28,19 @@ from tasks.policy import RetryPolicy
 from tasks.relaying import RelayPolicy
 
 RESERVED_SOURCES = BUILT_IN
+# The placeholder the deploy files ship with: a value that still holds it was never filled in.
+PLACEHOLDER = "CHANGE-ME"
+MIN_API_TOKEN_LENGTH = 32
+# PAYHOOK_* names that are not settings: the test, soak and bench tooling's, and ./dev's.
+TOOLING_PREFIXES = ("PAYHOOK_TEST_", "PAYHOOK_SOAK_", "PAYHOOK_BENCH_")
+TOOLING_NAMES = frozenset(
+    {
+        "PAYHOOK_WITH_RABBITMQ",
+        "PAYHOOK_WITH_PGBOUNCER",
+        "PAYHOOK_PYTHON",
+        "PAYHOOK_REQUIRE_SERVICES",
+    }
+)
 
 
 class SettingsError(Exception):
@@ -76,10 +99,36 @@ class Settings(BaseSettings):
     notify_retry_s: int = Field(259200, gt=0)
     notify_interval_s: int = Field(5, gt=0)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _filled_in(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str) and PLACEHOLDER in raw:
+            raise ValueError(f"still holds the placeholder {PLACEHOLDER} of the deploy files")
+        return value
+
     @field_validator("database_url", "broker_url")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
+
+    @field_validator("api_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty means unset: the API stays closed.
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_API_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_API_TOKEN_LENGTH} characters (for instance "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    @field_validator("stripe_webhook_secrets")
+    @classmethod
+    def _stripe_secrets(cls, value: SecretStr) -> SecretStr:
+        if any(not s.startswith("whsec_") for s in _split(value.get_secret_value())):
+            raise ValueError("every Stripe signing secret starts with whsec_ (Dashboard, Webhooks)")
+        return value
 
     @field_validator("flower_basic_auth")
     @classmethod
@@ -137,6 +186,13 @@ class Settings(BaseSettings):
     @property
     def uses_amqp(self) -> bool:
         return urlparse(self.broker).scheme in {"amqp", "amqps", "pyamqp"}
+
+    @property
+    def uses_data_dir(self) -> bool:
+        """The embedded default (a SQLite file, a file-system broker) or an explicit data dir:
+        only then does payhook keep files of its own; elsewhere the working directory and the
+        file system may well be read-only (a container, systemd's /)."""
+        return not self.database_url or not self.broker_url or "data_dir" in self.model_fields_set
 
     @property
     def broker_folder(self) -> Path:
@@ -216,8 +272,40 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def setting_names() -> frozenset[str]:
+    """Every environment name a setting is read from, derived from the fields themselves."""
+    names = set()
+    for field_name, field in Settings.model_fields.items():
+        names.add(f"PAYHOOK_{field_name.upper()}")
+        alias = field.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        names |= {choice.upper() for choice in choices if isinstance(choice, str)}
+    return frozenset(names)
+
+
+def unknown_names(environ: Mapping[str, str]) -> list[str]:
+    """PAYHOOK_* names in `environ` that no setting reads (a misspelling is not ignored)."""
+    known = setting_names()
+    return sorted(
+        name
+        for name in environ
+        if name.upper().startswith("PAYHOOK_")
+        and name.upper() not in known
+        and name.upper() not in TOOLING_NAMES
+        and not name.upper().startswith(TOOLING_PREFIXES)
+    )
+
+
 def load_settings() -> Settings:
     """Read the environment once; a bad setting becomes a one-line SettingsError."""
+    unknown = unknown_names(os.environ)
+    if unknown:
+        known = sorted(setting_names())
+        guesses = []
+        for name in unknown:
+            close = difflib.get_close_matches(name.upper(), known, n=1)
+            guesses.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise SettingsError(f"unknown setting {'; '.join(guesses)}: payhook reads no such name")
     try:
         return Settings()
     except ValidationError as error:

@@ -27,8 +27,15 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
-        # A lock held longer than this is a transient error, retried by the task.
-        connect_args={"options": f"-c lock_timeout={lock_timeout_ms}"},
+        connect_args={
+            # A lock held longer than this is a transient error, retried by the task. (Through
+            # PgBouncer this startup option is dropped: deploy/SCALING.md says what to do.)
+            "options": f"-c lock_timeout={lock_timeout_ms}",
+            # No server-side prepared statements (psycopg prepares a statement run five times
+            # on one connection): under transaction pooling the next transaction may run on a
+            # server connection that never saw it.
+            "prepare_threshold": None,
+        },
     )
 
 

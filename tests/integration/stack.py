@@ -35,9 +35,13 @@ DATABASE_URL = os.environ.get(
 REDIS_URL = os.environ.get("PAYHOOK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # Each stack gets a vhost of its own on this server (made with rabbitmqctl, so a local one).
 AMQP_URL = os.environ.get("PAYHOOK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# PgBouncer in transaction mode in front of the test PostgreSQL (./dev starts one).
+PGBOUNCER_URL = os.environ.get(
+    "PAYHOOK_TEST_PGBOUNCER_URL", "postgresql+psycopg://postgres@127.0.0.1:6439/payhook_test"
+)
 STRIPE_SECRET = "whsec_integration_stripe"
 SHOP_SECRET = "whsec_" + base64.b64encode(b"integration-shop-secret-bytes").decode()
-API_TOKEN = "integration-token"
+API_TOKEN = "integration-api-token-0123456789abcdef"
 # Several checkouts may run their tests at once against the same servers: each sets its own
 # scope, which prefixes every database and vhost name the tests make.
 SCOPE = os.environ.get("PAYHOOK_TEST_SCOPE", "")
@@ -64,6 +68,17 @@ def fresh_database(name: str) -> str:
     database = url.set(database=name).render_as_string(False)
     upgrade(database)
     return database
+
+
+def through_pgbouncer(database: str) -> str:
+    """The URL of `database` through the tests' PgBouncer (transaction pooling)."""
+    url = make_url(PGBOUNCER_URL).set(database=make_url(database).database)
+    conninfo = url.set(drivername="postgresql").render_as_string(False)
+    try:
+        psycopg.connect(conninfo, connect_timeout=5).close()
+    except psycopg.OperationalError:
+        service_missing(f"PgBouncer at {url.render_as_string(True)}")
+    return url.render_as_string(False)
 
 
 def fresh_redis() -> str:
@@ -204,14 +219,26 @@ def running_stack(
     name: str,
     broker: Broker = "redis",
     settings: dict[str, str] | None = None,
+    pgbouncer: bool = False,
+    database_settings: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """`settings`: more PAYHOOK_* variables for every process of the stack."""
+    """`settings`: more PAYHOOK_* variables for every process of the stack.
+    `pgbouncer`: the receiver and the worker reach PostgreSQL through PgBouncer in
+    transaction mode (the test's own queries go straight to PostgreSQL).
+    `database_settings`: defaults set on the database (ALTER DATABASE … SET) before any
+    process connects."""
     database = fresh_database(name)
+    if database_settings:
+        conninfo = make_url(database).set(drivername="postgresql").render_as_string(False)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            for setting, value in database_settings.items():
+                conn.execute(f'ALTER DATABASE "{scoped(name)}" SET {setting} = {value}')
+    served = through_pgbouncer(database) if pgbouncer else database
     broker_url = fresh_amqp(name) if broker == "amqp" else fresh_redis()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")},
         "PAYHOOK_DATA_DIR": str(tmp_path / "data"),
-        "PAYHOOK_DATABASE_URL": database,
+        "PAYHOOK_DATABASE_URL": served,
         "PAYHOOK_BROKER_URL": broker_url,
         "PAYHOOK_API_TOKEN": API_TOKEN,
         "PAYHOOK_STRIPE_WEBHOOK_SECRETS": STRIPE_SECRET,

@@ -26,6 +26,7 @@ from tasks.registering import create_order, create_payment
 from tasks.storage import queries
 from tasks.storage.tables import deliveries
 from tests.fixture_files import FIXTURES, fixture_json
+from tests.unit.committed import CommittedPublisher
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
 from worker.signing.adyen import sign_adyen_item, verify_adyen_item
@@ -444,14 +445,15 @@ def test_malformed_notification_requests_say_what_is_wrong(body: bytes, message:
 
 
 class PublishingRecorder(ProcessRuntime):
-    """The real runtime, except that publishing only records the delivery ids."""
+    """The real runtime, except that publishing only records the (committed) delivery ids."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, create_app(settings))
-        self.published: list[int] = []
+        self.publisher = CommittedPublisher(settings.database)
+        self.published = self.publisher.published
 
     def publish(self, delivery_id: int) -> None:
-        self.published.append(delivery_id)
+        self.publisher(delivery_id)
 
 
 @dataclass
@@ -535,6 +537,7 @@ def make_receiver(tmp_path: Path, keys: str, **settings: Any) -> Iterator[Receiv
     with TestClient(create_http_app(runtime)) as client:
         yield Receiver(client, runtime)
     runtime.engine.dispose()
+    assert runtime.publisher.uncommitted == [], "published before the commit"
 
 
 @pytest.fixture

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from domain.outcomes import Reason
 from domain.providers import stripe
 from tasks.migrate import upgrade
 from tasks.policy import RetryPolicy
-from tasks.processing import process_delivery
+from tasks.processing import process_delivery, record_failure
 from tasks.registering import create_order, create_payment, store_delivery
+from tasks.storage import queries
 from tasks.storage.engine import make_engine
 from tasks.storage.queries import lag_summary
 from tasks.storage.uow import UnitOfWork
@@ -201,3 +203,21 @@ def test_deliveries_and_replay_take_a_time_without_an_offset_as_utc(
     assert "replayed 1" in capsys.readouterr().out
     assert main(["replay", "--outcome", "unmatched", "--since", naive(3)]) == 0
     assert "replayed 0" in capsys.readouterr().out
+
+
+def test_replay_of_every_dead_delivery_pages_through_all_of_them(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Pages of three instead of a thousand: seven dead deliveries need three pages.
+    monkeypatch.setattr(queries, "MAX_PAGE", 3)
+    dead = []
+    for n in range(7):
+        body = stripe_body("payment_intent.succeeded", f"evt_dead_{n}", f"pi_dead_{n}")
+        delivery_id = deliver(engine, body, received=n, processed=None)
+        record_failure(delivery_id, UnitOfWork(engine), NOW, Reason.PROCESSING_ERROR)
+        dead.append(delivery_id)
+    assert main(["replay", "--outcome", "dead"]) == 0
+    assert "replayed 7 of 7 deliveries" in capsys.readouterr().out
+    with engine.connect() as conn:
+        views = [queries.delivery(conn, delivery_id) for delivery_id in dead]
+    assert [(v["status"], v["outcome"]) for v in views if v] == [("received", None)] * 7

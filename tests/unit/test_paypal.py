@@ -40,6 +40,7 @@ from tasks.registering import create_order, create_payment
 from tasks.storage import queries
 from tasks.storage.tables import deliveries
 from tests.fixture_files import FIXTURES, fixture_bytes, fixture_json
+from tests.unit.committed import CommittedPublisher
 from tests.unit.common import NOW
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
@@ -945,7 +946,9 @@ def paypal_app_for(
             settings.paypal_hosts(), [pki.root.cert], fetch=host
         )
     harness = PayPalApp(http_app, TestClient(http_app), runtime, host, pki.leaf.key)
-    monkeypatch.setattr(runtime, "publish", harness.published.append)
+    publisher = CommittedPublisher(settings.database)  # a delivery not committed stays out
+    harness.published = publisher.published
+    monkeypatch.setattr(runtime, "publish", publisher)
     monkeypatch.setattr(runtime, "now", lambda: NOW)
     return harness
 

@@ -206,6 +206,23 @@ def test_same_event_id_with_another_meaning_is_a_payload_conflict(engine: Engine
     assert order_view(engine)["paid_amount"] == 2000
 
 
+@pytest.mark.parametrize("first_amount", [1, 2000], ids=["smaller_first", "larger_first"])
+def test_a_payload_conflict_is_found_whichever_meaning_came_first(
+    engine: Engine, first_amount: int
+) -> None:
+    register(engine)
+    first_id = deliver_stripe(engine, stripe_body("evt_1", amount_received=first_amount))
+    other_id = deliver_stripe(engine, stripe_body("evt_1", amount_received=2001 - first_amount))
+    process(engine, first_id)
+
+    processed = process(engine, other_id)
+
+    assert (processed.outcome.kind, processed.outcome.reason) == (
+        OutcomeKind.REJECTED,
+        Reason.PAYLOAD_CONFLICT,
+    )
+
+
 def test_another_event_for_a_confirmed_payment_is_already_in_state(engine: Engine) -> None:
     payment_id = register(engine)
     first_id = deliver_stripe(engine, stripe_body("evt_1"))

@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from tasks.migrate import upgrade
 from tasks.processing import process_delivery
 from tasks.storage.tables import deliveries
 from tests.fixture_files import fixture_bytes
+from tests.unit.committed import CommittedPublisher
 from tests.unit.common import NOW
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
@@ -25,7 +26,7 @@ from worker.taskqueue.app import create_app
 from worker.web.app import create_http_app
 
 TS = int(NOW.timestamp())
-TOKEN = "unit-test-api-token-7f3a"
+TOKEN = "unit-test-api-token-7f3a-0123456789abcdef"
 STRIPE_SECRET, ROTATED_SECRET = "whsec_unit_test_first", "whsec_unit_test_rotated"
 SHOP_SECRET = "whsec_cGF5aG9vay11bml0LXRlc3Qtc2VjcmV0LTAxMjM0NTY="
 SECRETS = (TOKEN, STRIPE_SECRET, ROTATED_SECRET, SHOP_SECRET, SHOP_SECRET.removeprefix("whsec_"))
@@ -39,7 +40,11 @@ PI = "pi_000000000000000000000000"
 class Harness:
     client: TestClient
     runtime: ProcessRuntime
-    published: list[int] = field(default_factory=list)
+    publisher: CommittedPublisher
+
+    @property
+    def published(self) -> list[int]:
+        return self.publisher.published
 
     def deliveries(self) -> int:
         with self.runtime.engine.connect() as conn:
@@ -72,9 +77,10 @@ def harness_for(
     if migrate:
         upgrade(settings.database)
     runtime = ProcessRuntime(settings, create_app(settings))
-    harness = Harness(TestClient(create_http_app(runtime)), runtime)
-    # No broker in unit tests: record what would have been published. A fixed clock.
-    monkeypatch.setattr(runtime, "publish", harness.published.append)
+    publisher = CommittedPublisher(settings.database)
+    harness = Harness(TestClient(create_http_app(runtime)), runtime, publisher)
+    # No broker in unit tests: record what would have been published, once committed.
+    monkeypatch.setattr(runtime, "publish", publisher)
     monkeypatch.setattr(runtime, "now", lambda: NOW)
     return harness
 
@@ -84,6 +90,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     harness = harness_for(make_settings(tmp_path), monkeypatch)
     yield harness
     harness.runtime.engine.dispose()
+    assert harness.publisher.uncommitted == [], "published before the commit"
 
 
 def assert_error(response: Response, status: int) -> str:

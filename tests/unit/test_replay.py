@@ -21,6 +21,7 @@ from tasks.replaying import replay_delivery
 from tasks.storage.tables import outcomes, replaced_outcomes
 from tasks.storage.uow import UnitOfWork
 from tests.fixture_files import fixture_json
+from tests.unit.committed import CommittedPublisher
 from tests.unit.common import NOW
 
 NO_GRACE = RetryPolicy(unmatched_grace=timedelta(0))
@@ -63,13 +64,13 @@ def test_an_unmatched_delivery_replayed_after_its_payment_exists_is_applied(
     first = process_delivery(delivery, UnitOfWork(engine), NOW, NO_GRACE)
     assert first.outcome.kind is OutcomeKind.UNMATCHED
     register(engine, "pi_late")
-    published: list[int] = []
+    publisher = CommittedPublisher(engine.url.render_as_string(False))  # after the commit
 
-    replay = replay_delivery(delivery, UnitOfWork(engine), NOW, published.append)
+    replay = replay_delivery(delivery, UnitOfWork(engine), NOW, publisher)
     again = process_delivery(delivery, UnitOfWork(engine), NOW, RetryPolicy())
 
     assert replay is not None and replay.replayed
-    assert published == [delivery]
+    assert publisher.published == [delivery]
     assert again.outcome.kind is OutcomeKind.APPLIED
     assert again.outcome.transition == "pending->confirmed"
     assert count(engine, outcomes) == 1

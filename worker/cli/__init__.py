@@ -107,7 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--provider")
     replay.add_argument("--since", type=iso_time, help="ISO time (no offset means UTC)")
-    replay.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    replay.add_argument(
+        "--limit", type=int, help="at most this many, the oldest first (default: every one)"
+    )
     replay.set_defaults(run="worker.cli.operator:replay_command")
 
     show = sub.add_parser("show", help="one delivery: headers, body, event, outcome")

@@ -26,7 +26,8 @@ console = Console()
 
 
 def migrate_command(settings: Settings, _args: argparse.Namespace, _extra: list[str]) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.database_url:  # the embedded default's SQLite file lives in the data dir
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrations.upgrade(settings.database)
     console.print(f"database is at the newest schema: {_safe_url(settings.database)}")
     return 0
@@ -62,14 +63,9 @@ def replay_command(settings: Settings, args: argparse.Namespace, _extra: list[st
         ids = [args.delivery]
     else:
         with runtime.engine.connect() as conn:
-            rows = queries.list_deliveries(
-                conn,
-                outcome=args.outcome,
-                provider=args.provider,
-                since=args.since,
-                limit=args.limit,
-            )
-        ids = [row["id"] for row in reversed(rows)]  # oldest first, as they arrived
+            ids = _every_delivery(conn, args.outcome, args.provider, args.since)
+        if args.limit is not None:
+            ids = ids[: max(0, args.limit)]
     replayed, refused, unknown = 0, [], []
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("replaying", total=len(ids))
@@ -93,6 +89,27 @@ def replay_command(settings: Settings, args: argparse.Namespace, _extra: list[st
     if unknown:
         console.print(f"  unknown deliveries: {', '.join(map(str, unknown))}")
     return 0 if not unknown and not refused else 1
+
+
+def _every_delivery(
+    conn: Any, outcome: str, provider: str | None, since: datetime | None
+) -> list[int]:
+    """Ids of every delivery with `outcome`, oldest first (as they arrived), page by page."""
+    newest_first: list[int] = []
+    before: int | None = None
+    while True:
+        rows = queries.list_deliveries(
+            conn,
+            outcome=outcome,
+            provider=provider,
+            since=since,
+            limit=queries.MAX_PAGE,
+            before=before,
+        )
+        newest_first += [row["id"] for row in rows]
+        if len(rows) < queries.MAX_PAGE:
+            return newest_first[::-1]
+        before = rows[-1]["id"]
 
 
 def show_command(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:

@@ -35,9 +35,18 @@ def worker_command(settings: Settings, args: argparse.Namespace, extra: list[str
     return 0
 
 
+# Beat's schedule in memory: nothing to write, so beat runs in a read-only container or from
+# systemd's `/`. A restarted beat starts its periods afresh: the sweep and the prune (both
+# idempotent) run one period after it starts, whenever they last ran.
+IN_MEMORY_SCHEDULE = "--scheduler=celery.beat:Scheduler"
+
+
 def beat_command(settings: Settings, _args: argparse.Namespace, extra: list[str]) -> int:
     runtime = start_runtime(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    schedule = settings.data_dir / "beat-schedule"
-    runtime.app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}", *extra])
+    if settings.uses_data_dir:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        schedule = [f"--schedule={settings.data_dir / 'beat-schedule'}"]
+    else:
+        schedule = [IN_MEMORY_SCHEDULE]
+    runtime.app.start(["beat", "--loglevel=INFO", *schedule, *extra])
     return 0

@@ -52,7 +52,7 @@ def run_demo(settings: Settings, *, once: bool, console: Console) -> int:
     folder.mkdir(parents=True)
     stripe_secret = "whsec_" + secrets.token_hex(16)
     shop_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    token = secrets.token_urlsafe(16)
+    token = secrets.token_urlsafe(32)
     host = HostEndpoint("whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()).start()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")},

@@ -122,7 +122,7 @@ class _Soak:
         self.cleanup = cleanup
         self.rng = random.Random(options.seed)
         self.stripe_secret = "whsec_" + secrets.token_hex(16)
-        self.token = secrets.token_urlsafe(16)
+        self.token = secrets.token_urlsafe(32)
         self.sent = _Sent()
         self.faults: list[str] = []
         self.skipped_faults: str | None = None

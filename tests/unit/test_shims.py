@@ -1,0 +1,91 @@
+"""The Celery task itself, run by Celery (eagerly) on the embedded default's SQLite."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.signals import task_retry
+from sqlalchemy import text
+
+from domain.providers import standard
+from tasks import shims
+from tasks.migrate import upgrade
+from tasks.registering import store_delivery
+from tasks.storage import queries
+from tasks.storage.uow import UnitOfWork
+from worker.runtime import ProcessRuntime
+from worker.settings import Settings
+from worker.taskqueue.app import create_app
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ProcessRuntime]:
+    settings = Settings(data_dir=tmp_path)
+    upgrade(settings.database)
+    runtime = ProcessRuntime(settings, create_app(settings))
+    # A small budget: were a permanent error retried, the test would see it within a few tries.
+    runtime.policy = dataclasses.replace(runtime.policy, max_task_retries=3)
+    monkeypatch.setattr(shims, "_factory", None)  # restored after the test
+    monkeypatch.setattr(shims, "_runtime", None)
+    shims.install(lambda: runtime)
+    yield runtime
+    runtime.engine.dispose()
+
+
+@pytest.fixture
+def retries() -> Iterator[list[Any]]:
+    """Every retry Celery reports while the test runs."""
+    seen: list[Any] = []
+
+    def heard(**details: Any) -> None:
+        seen.append(details.get("reason"))
+
+    task_retry.connect(heard, weak=False)
+    yield seen
+    task_retry.disconnect(heard)
+
+
+def stored(runtime: ProcessRuntime) -> int:
+    data = {"payment_reference": "pay_1", "amount": 1500, "currency": "EUR"}
+    body = json.dumps({"type": "payment.succeeded", "data": data}).encode()
+    return store_delivery(
+        UnitOfWork(runtime.engine),
+        standard.parse("shop", "msg_1", body),
+        headers="{}",
+        body=body,
+        received_at=NOW,
+    )
+
+
+def test_a_permanent_error_is_recorded_dead_on_the_first_attempt_and_never_retried(
+    runtime: ProcessRuntime, retries: list[Any]
+) -> None:
+    delivery_id = stored(runtime)
+    # A programming error, not a transient one: a table the lookup needs is missing (recording
+    # the failure needs it not).
+    with runtime.engine.begin() as conn:
+        conn.execute(text("DROP TABLE payment_aliases"))
+
+    result = shims.process_delivery_task.apply(args=[delivery_id])
+
+    assert result.successful()
+    assert result.get()["kind"] == "dead"
+    assert result.get()["reason"] == "processing_error"
+    assert retries == []
+    with runtime.engine.connect() as conn:
+        view = queries.delivery(conn, delivery_id)
+    assert view is not None
+    assert (view["status"], view["outcome"]["kind"], view["outcome"]["reason"]) == (
+        "processed",
+        "dead",
+        "processing_error",
+    )
+    assert view["attempts"] == 1

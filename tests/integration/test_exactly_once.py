@@ -4,7 +4,6 @@ HTTP."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from tasks.storage.engine import make_engine
 from tasks.storage.tables import deliveries, outcomes
 from tasks.storage.uow import UnitOfWork
 from tests.fixture_files import fixture_json
-from tests.integration.stack import STRIPE_SECRET, Broker, Stack, payhook, running_stack
+from tests.integration.stack import STRIPE_SECRET, Broker, Stack, running_stack
 from worker.signing.stripe import sign_stripe
 
 pytestmark = pytest.mark.integration
@@ -262,8 +261,6 @@ def test_the_beat_publishes_a_waiting_delivery_when_its_time_comes(tmp_path: Pat
             engine.dispose()
         time.sleep(3)  # past the delivery's first backoff (at most 2 s)
         assert stack.count(outcomes) == 0  # nothing publishes it without the beat
-        with (stack.logs / "beat.log").open("wb") as log:
-            beat = subprocess.Popen(payhook("beat"), env=stack.env, stdout=log, stderr=log)
-        stack.processes.append(beat)
+        stack.start_beat()
         stack.wait_for_outcomes(1, timeout=60)
         assert stack.outcome_counts() == {"applied": 1}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 import threading
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ from standardwebhooks.webhooks import Webhook
 from tasks.storage import outbox
 from tasks.storage.outbox import Written
 from tasks.storage.uow import UnitOfWork
-from tests.integration.stack import Stack, _start, fresh_database, payhook, running_stack
+from tests.integration.stack import Stack, fresh_database, running_stack
 from tests.integration.test_exactly_once import post_signed, register_payment, stripe_event
 
 pytestmark = pytest.mark.integration
@@ -108,7 +107,7 @@ def notify_settings(url: str) -> dict[str, str]:
 
 
 def start_beat(stack: Stack) -> None:
-    stack.processes.append(_start(payhook("beat"), stack.env, stack.logs / "beat.log"))
+    stack.start_beat()
 
 
 def wait_until(what: str, done: Callable[[], bool], stack: Stack, timeout: float = 90) -> None:
@@ -233,11 +232,10 @@ def test_a_worker_killed_while_relaying_resends_under_the_same_webhook_id(
         register_payment(stack, "order-1", "pi_killed")
         assert post_signed(stack, stripe_event("payment_intent.succeeded", "e1", "pi_killed"))
         wait_until("the first post", endpoint.arrived.is_set, stack)
-        worker = stack.processes[1]
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
+        command = list(stack.named["worker"].args)  # type: ignore[arg-type]
+        stack.kill("worker")  # SIGKILL to the worker and its pool, mid-post
         endpoint.hold = 0.0
-        stack.processes[1] = _start(worker.args, stack.env, stack.logs / "worker-again.log")  # type: ignore[arg-type]
+        stack.start("worker", command)
         wait_until("both notifications", lambda: len(endpoint.first_receipts()) >= 2, stack, 120)
 
         listed = [str(event["id"]) for event in feed(stack)]

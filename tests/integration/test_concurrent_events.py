@@ -264,11 +264,6 @@ def test_two_events_at_the_same_instant_end_as_in_some_serial_order(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 1: the run that waited for the delivery's lock does not see the "
-    "outcome just committed (LEFT JOIN from its snapshot) and fails on the unique outcome",
-)
 def test_one_delivery_run_twice_at_the_same_instant_gets_one_outcome_both_runs_return(
     engine: Engine, database: str
 ) -> None:

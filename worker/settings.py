@@ -262,6 +262,8 @@ class Settings(BaseSettings):
             sweep_after=timedelta(seconds=self.sweep_after_s),
             max_sweeps=self.max_sweeps,
             deferral_cap_s=self.deferral_cap_s,
+            # A state change wakes its waiting deliveries: their own attempts are a backstop.
+            awaiting_state_cap_s=10 * self.deferral_cap_s,
             transient_cap_s=self.transient_cap_s,
             time_limit_s=self.task_time_limit_s,
             soft_time_limit_s=max(1, self.task_time_limit_s - 10),

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tasks.shims import RELAY, SWEEP, whole_seconds
-from worker.settings import Settings
+from tasks.shims import RELAY, SWEEP, WAKE, whole_seconds
+from worker.settings import Settings, SettingsError, load_settings
 from worker.taskqueue.app import DEAD_LETTER, NOTIFY_QUEUE, QUEUE, SWEEP_QUEUE, create_app
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
@@ -85,3 +85,24 @@ def test_the_relay_has_a_queue_of_its_own_and_beat_runs_it_only_with_endpoints(
         )
     )
     assert notifying.conf.beat_schedule["relay"] == {"task": RELAY, "schedule": 7.0}
+
+
+def test_the_beat_wakes_waiting_deliveries_as_often_as_configured(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, wake_interval_s=3))
+    schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
+    assert schedule[WAKE] == 3.0
+    assert WAKE in app.tasks  # registered, so that a worker runs what the beat sends
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PAYHOOK_ADYEN_CAPTURE", "sometimes"), ("PAYHOOK_AWAIT_STATE_S", "-1")],
+)
+def test_a_bad_capture_mode_or_wait_stops_the_program_with_one_line(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert str(refused.value).startswith(f"bad setting {name}: ")
+    assert "\n" not in str(refused.value)

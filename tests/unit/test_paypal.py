@@ -1192,6 +1192,14 @@ def test_an_authorization_holds_and_its_void_cancels_without_paying(app: PayPalA
     assert app.payment(payment_id)["state"] == "canceled"
 
 
+def test_the_v1_authorization_sample_holds_its_payment_and_pays_nothing(app: PayPalApp) -> None:
+    payment_id = app.register("PAY-36246664YD343335CKHFA4AY", 747, "USD")
+    created = fixture_bytes("paypal/PAYMENT.AUTHORIZATION.CREATED.v1.json")
+    assert app.process(created) == Outcome.applied("pending->authorized", payment_id)
+    assert app.order_status("PAY-36246664YD343335CKHFA4AY") == "pending"
+    assert app.payment(payment_id)["state"] == "authorized"
+
+
 def test_a_dispute_resolved_for_the_buyer_takes_the_money_back(app: PayPalApp) -> None:
     payment_id = app.register("5O190127TN364715T", 10000, "USD")
     completed = fixture_bytes("paypal/CHECKOUT.ORDER.COMPLETED.v2.json")

@@ -350,6 +350,20 @@ def test_a_refund_naming_an_unknown_charge_waits_for_its_payment(engine: Engine)
     assert count(engine, outcomes) == 0
 
 
+def test_a_confirmation_that_teaches_the_charge_wakes_the_refund_naming_only_it(
+    engine: Engine,
+) -> None:
+    payment_id = register(engine)
+    refund_id = deliver_stripe(engine, stripe_body("evt_2", "charge.refunded.json"))
+    assert process(engine, refund_id).outcome == Outcome.deferred(Reason.NO_PAYMENT)
+
+    confirmed = process(engine, deliver_stripe(engine, stripe_body("evt_1")))
+
+    assert confirmed.woken == (refund_id,)
+    refunded = process(engine, refund_id)
+    assert refunded.outcome == Outcome.applied("refund:partial", payment_id)
+
+
 def test_a_stored_body_the_parser_refuses_is_rejected_as_malformed(engine: Engine) -> None:
     good = stripe_body("evt_1")
     delivery_id = store_delivery(

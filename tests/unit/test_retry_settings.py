@@ -79,3 +79,15 @@ def test_the_lock_timeout_reaches_every_postgresql_connection(
             "connect_args": {"options": f"-c lock_timeout={expected}", "prepare_threshold": None},
         }
     ]
+
+
+def test_waits_come_from_the_settings_and_a_wait_for_a_state_outlasts_the_grace(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path, unmatched_grace_s=60, await_state_s=7200)
+    policy = settings.retry_policy()
+    start = Settings(data_dir=tmp_path).retry_policy()
+    assert start.await_state.total_seconds() == 259200  # three days, the providers' horizon
+    assert policy.unmatched_grace.total_seconds() == 60
+    assert policy.await_state.total_seconds() == 7200
+    assert policy.awaiting_state_cap_s == 10 * settings.deferral_cap_s

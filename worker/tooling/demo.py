@@ -146,6 +146,7 @@ def _play(
         ("order-C", 1500, "EUR"),
         ("order-D", 500, "USD"),
         ("order-E", 2000, "USD"),
+        ("order-F", 2000, "USD"),
     ):
         _api(
             client,
@@ -165,6 +166,12 @@ def _play(
         "POST",
         "/api/payments",
         {**pay, "order_reference": "order-B", "provider_reference": "pi_demo_B"},
+    )
+    _api(
+        client,
+        "POST",
+        "/api/payments",
+        {**pay, "order_reference": "order-F", "provider_reference": "pi_demo_F"},
     )
     _api(
         client,
@@ -232,7 +239,7 @@ def _play(
     all_ok &= codes == [200, 200, 409]
     orders = {
         r: _api(client, "GET", f"/api/orders/{r}")["status"]
-        for r in ("order-A", "order-B", "order-C", "order-D", "order-E")
+        for r in ("order-A", "order-B", "order-C", "order-D", "order-E", "order-F")
     }
     console.print(f"orders: {orders}")
     all_ok &= orders == {
@@ -241,6 +248,7 @@ def _play(
         "order-C": "pending",
         "order-D": "paid",
         "order-E": "paid",
+        "order-F": "pending",  # captured 2000, then 100 refunded
     }
     console.print(
         "[bold green]every sample got its expected outcome[/bold green]"
@@ -342,6 +350,20 @@ def _samples(stripe_secret: str, shop_secret: str) -> list[Sample]:
             "payment_intent.succeeded",
             "evt_demo_6",
             "pi_demo_E",
+            "applied",
+        ),
+        stripe(
+            "a refund of F before its capture (waits for it)",
+            "charge.refund.updated",
+            "evt_demo_8",
+            "pi_demo_F",
+            "applied",
+        ),
+        stripe(
+            "payment_intent.succeeded for F: captured, which wakes the refund",
+            "payment_intent.succeeded",
+            "evt_demo_9",
+            "pi_demo_F",
             "applied",
         ),
         shop("shop: payment.succeeded for C", "msg_demo_1", "payment.succeeded", "applied"),

@@ -5,7 +5,9 @@ Revises: 0003
 Create Date: 2026-12-04
 
 A dispute lost under revision 0003 was booked as a refund named `dispute:<reference>`; it
-becomes the dispute's withdrawn money here, and the payment's and order's disputed sums.
+becomes the dispute's withdrawn money here, and the payment's and order's disputed sums. A
+dispute closed under 0003 (only Stripe's charge.dispute.closed closed one) is put at Stripe's
+closing stage, so that an older stage delivered late cannot move its money again.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def _move_lost_disputes_out_of_refunds() -> None:
         "   FROM payments p WHERE p.order_id = orders.id)"
     )
     op.execute("DELETE FROM refunds WHERE refund_reference LIKE 'dispute:%'")
+    op.execute("UPDATE disputes SET stage = 4 WHERE status IN ('won', 'lost')")
 
 
 def downgrade() -> None:

@@ -11,7 +11,9 @@ from starlette.responses import JSONResponse, Response
 
 from worker.runtime import ProcessRuntime
 from worker.web import adyen, api, paypal, standard, stripe
+from worker.web.deps import bearer_refusal
 from worker.web.errors import HttpError
+from worker.web.limits import BoundedBodies
 from worker.web.metrics import WebhookMetrics
 
 
@@ -19,6 +21,8 @@ def create_http_app(rt: ProcessRuntime) -> FastAPI:
     app = FastAPI(title="payhook", version="0.1.0")
     app.state.runtime = rt
     app.add_middleware(WebhookMetrics)
+    # Outermost: a body is bounded (and /api's token checked) before any route reads it.
+    app.add_middleware(BoundedBodies, refuse_token=lambda header: bearer_refusal(rt, header))
     app.include_router(stripe.router)
     app.include_router(standard.router)
     app.include_router(adyen.router)

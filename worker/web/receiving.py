@@ -21,8 +21,7 @@ from worker.metrics import DELIVERIES_RECEIVED
 from worker.runtime import ProcessRuntime
 from worker.signing.errors import SignatureError
 from worker.web.errors import HttpError, database_unavailable
-
-BODY_TIMEOUT_S = 10
+from worker.web.limits import BODY_TIMEOUT_S
 
 # Only these headers are kept with a delivery: what a later check or an operator needs.
 KEPT_HEADERS = (
@@ -54,7 +53,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                     raise HttpError(413, f"body larger than {limit} bytes")
                 chunks.append(chunk)
     except TimeoutError:
-        raise HttpError(408, f"body not received within {BODY_TIMEOUT_S} s") from None
+        raise HttpError(408, f"body not received within {BODY_TIMEOUT_S:g} s") from None
     return b"".join(chunks)
 
 

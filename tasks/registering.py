@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
+from sqlalchemy import Column
 from sqlalchemy.exc import IntegrityError
 
 from domain.events import PaymentEvent
+from tasks.storage.tables import deliveries, disputes, payment_aliases, payments, refunds
 from tasks.storage.uow import UnitOfWork
+
+
+def _length(column: Column[str]) -> int:
+    length: int = column.type.length  # type: ignore[attr-defined]
+    return length
+
+
+# The longest value each event field may have: the columns that store it or look it up.
+_LONGEST = {
+    "provider": _length(deliveries.c.provider),
+    "event_id": _length(deliveries.c.event_id),
+    "event_type": _length(deliveries.c.event_type),
+    "payment_reference": _length(payments.c.provider_reference),
+    "refund_reference": _length(refunds.c.refund_reference),
+    "alias": _length(payment_aliases.c.alias),
+    "dispute_reference": _length(disputes.c.dispute_reference),
+}
 
 
 class AlreadyExists(Exception):
     """A unique reference that is already taken."""
+
+
+class Unstorable(ValueError):
+    """A delivery the database cannot hold as it is (a field too long, a NUL character): the
+    same answer on every retry, so a reason for the sender, never "try again"."""
 
 
 class OrderNotFound(LookupError):
@@ -71,6 +96,8 @@ def store_deliveries(
     uow: UnitOfWork, items: list[tuple[PaymentEvent, str, bytes]], *, received_at: datetime
 ) -> list[int]:
     """Store several deliveries (event, headers JSON, body) all together or not at all."""
+    for event, _, _ in items:
+        check_storable(event)
     with uow:
         ids = [
             uow.deliveries.add(
@@ -93,3 +120,16 @@ def store_delivery(
     """Make a verified delivery durable; it is committed before the provider gets its 2xx."""
     (delivery_id,) = store_deliveries(uow, [(event, headers, body)], received_at=received_at)
     return delivery_id
+
+
+def check_storable(event: PaymentEvent) -> None:
+    """Raise Unstorable, naming the field, for what PostgreSQL would refuse deterministically."""
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
+            raise Unstorable(f"{field.name} contains a NUL character")
+        longest = _LONGEST.get(field.name)
+        if longest is not None and len(value) > longest:
+            raise Unstorable(f"{field.name} is longer than {longest} characters")

@@ -16,7 +16,14 @@ from starlette.requests import Request
 
 from domain.events import MalformedEvent
 from domain.providers import adyen, paypal, standard, stripe
-from tests.unit.test_receiver import TOKEN, Harness, assert_error, harness_for, make_settings
+from tests.unit.test_receiver import (
+    STRIPE_EVENT,
+    TOKEN,
+    Harness,
+    assert_error,
+    harness_for,
+    make_settings,
+)
 from worker.web import limits
 from worker.web import receiving as receiver
 
@@ -212,3 +219,39 @@ def test_an_api_body_that_does_not_arrive_in_time_is_refused_with_408(
 
     assert status == 408
     assert "not received" in json.loads(body)["error"]
+
+
+# --- what the database would refuse is a 400 with the reason, not a 503 -------------------
+
+
+def _stripe_event(**changes: Any) -> bytes:
+    event = json.loads(STRIPE_EVENT)
+    event.update(changes)
+    return json.dumps(event).encode()
+
+
+@pytest.mark.parametrize(
+    ("event_id", "reason"),
+    [
+        ("evt_" + "x" * 296, "event_id is longer than 255 characters"),
+        ("evt_\u0000nul", "event_id contains a NUL character"),
+    ],
+)
+def test_a_signed_event_the_database_cannot_hold_is_a_400_with_the_reason(
+    app: Harness, event_id: str, reason: str
+) -> None:
+    response = app.stripe(_stripe_event(id=event_id))
+
+    assert reason in assert_error(response, 400)
+    assert app.deliveries() == 0
+    assert app.published == []
+
+
+def test_a_reference_with_a_nul_character_is_refused_before_it_is_stored(app: Harness) -> None:
+    event = json.loads(STRIPE_EVENT)
+    event["data"]["object"]["id"] = "pi_\u0000"
+
+    response = app.stripe(json.dumps(event).encode())
+
+    assert "payment_reference contains a NUL character" in assert_error(response, 400)
+    assert app.deliveries() == 0

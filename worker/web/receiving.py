@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from domain.events import MalformedEvent, PaymentEvent
-from tasks.registering import store_deliveries
+from tasks.registering import Unstorable, store_deliveries
 from worker.metrics import DELIVERIES_RECEIVED
 from worker.runtime import ProcessRuntime
 from worker.signing.errors import SignatureError
@@ -95,6 +95,9 @@ async def accept(
             [(event, headers, body) for event, body in items],
             received_at=rt.now(),
         )
+    except Unstorable as error:
+        DELIVERIES_RECEIVED.labels(provider=provider, answer="400").inc()
+        raise HttpError(400, f"cannot store this delivery: {error}") from None
     except SQLAlchemyError:
         DELIVERIES_RECEIVED.labels(provider=provider, answer="503").inc()
         raise database_unavailable() from None

@@ -127,7 +127,7 @@ def _decide(uow: UnitOfWork, delivery: DeliveryRecord, now: datetime) -> Outcome
     try:
         event = delivery.event()
     except MalformedEvent:
-        # The receiver refuses such bodies; only a stored body parsed by newer rules gets here.
+        # A signed body payhook does not understand (yet): stored all the same, replayable.
         return Outcome.rejected(Reason.MALFORMED_EVENT)
     fingerprint = event.fingerprint()
     if not uow.idempotency_keys.claim(event.key, delivery.id, fingerprint, now):

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from domain.outcomes import OutcomeKind
+from domain.outcomes import OutcomeKind, Reason
 from tasks.replaying import REPLAYABLE
 from tasks.storage.tables import deliveries, outcomes
 from tasks.storage.uow import UnitOfWork
@@ -34,6 +34,11 @@ def prune_bodies(
                     .where(deliveries.c.received_at < cutoff)
                     .where(deliveries.c.body_pruned_at.is_(None))
                     .where(outcomes.c.kind.in_(_PRUNABLE))
+                    # A body that did not parse is kept for the parser that will understand it.
+                    .where(
+                        outcomes.c.reason.is_(None)
+                        | (outcomes.c.reason != Reason.MALFORMED_EVENT.value)
+                    )
                     .order_by(deliveries.c.id)
                     .limit(batch)
                 ).scalars()

@@ -984,10 +984,15 @@ def test_a_cert_url_off_paypals_hosts_is_refused_with_401_and_never_fetched(
     assert app.host.fetched == []
 
 
-def test_a_signed_body_that_is_no_paypal_event_is_a_bad_request(app: PayPalApp) -> None:
-    response = app.post(b'{"id": "WH-1"}')
-    assert error_of(response, 400).startswith("malformed event: ")
-    assert app.stored() == []
+def test_a_signed_body_that_is_no_paypal_event_is_stored_and_recorded_malformed(
+    app: PayPalApp,
+) -> None:
+    outcome = app.process(b'{"id": "WH-1"}')
+    assert (outcome.kind.value, outcome.reason and outcome.reason.value) == (
+        "rejected",
+        "malformed_event",
+    )
+    assert len(app.stored()) == 1
 
 
 def test_a_paypal_body_over_the_limit_is_refused(app: PayPalApp) -> None:

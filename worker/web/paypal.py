@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from domain.events import MalformedEvent
 from domain.providers import paypal
 from worker.metrics import DELIVERIES_RECEIVED
 from worker.settings import Settings
@@ -21,7 +20,7 @@ from worker.signing.paypal import (
 )
 from worker.web.deps import Runtime
 from worker.web.errors import RETRY_AFTER_S, HttpError
-from worker.web.receiving import accept, kept_headers, read_body
+from worker.web.receiving import accept, kept_headers, parse_event, read_body
 
 # Kept with each delivery: the signature headers let an operator check a delivery again.
 KEPT_HEADERS = (
@@ -64,10 +63,7 @@ async def paypal_webhook(request: Request, rt: Runtime) -> JSONResponse:
         raise _answer(
             503, "PayPal's certificate could not be fetched, try again later", RETRY_AFTER_S
         ) from None
-    try:
-        event = paypal.parse(body)
-    except MalformedEvent as error:
-        raise _answer(400, f"malformed event: {error}") from None
+    event = parse_event(lambda: paypal.parse(body), paypal.PROVIDER, body)
     headers = kept_headers(request, KEPT_HEADERS)
     (delivery_id,) = await accept(rt, paypal.PROVIDER, [(event, body)], headers, answer="202")
     return JSONResponse({"delivery_id": delivery_id}, status_code=202)

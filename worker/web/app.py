@@ -9,6 +9,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from worker.metrics import BROKER_UP
 from worker.runtime import ProcessRuntime
 from worker.web import adyen, api, paypal, standard, stripe
 from worker.web.deps import bearer_refusal
@@ -45,10 +46,17 @@ def create_http_app(rt: ProcessRuntime) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> Response:
-        problems = await run_in_threadpool(_problems, rt)
-        if problems:
-            return JSONResponse({"status": "unavailable", "problems": problems}, 503)
-        return JSONResponse({"status": "ready"})
+        """Ready = the database is reachable: a delivery can be stored durably. The broker's
+        state is reported, not required: the sweeper publishes what was stored meanwhile."""
+        database, broker = await run_in_threadpool(_reachable, rt)
+        BROKER_UP.set(1 if broker else 0)
+        state = {
+            "database": "reachable" if database else "unreachable",
+            "broker": "reachable" if broker else "unreachable",
+        }
+        if not database:
+            return JSONResponse({"status": "unavailable", **state}, 503)
+        return JSONResponse({"status": "ready", **state})
 
     @app.get("/metrics", tags=["health"])
     def metrics() -> Response:
@@ -57,16 +65,18 @@ def create_http_app(rt: ProcessRuntime) -> FastAPI:
     return app
 
 
-def _problems(rt: ProcessRuntime) -> list[str]:
-    problems = []
+def _reachable(rt: ProcessRuntime) -> tuple[bool, bool]:
+    """(database reachable, broker reachable)."""
     try:
         with rt.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except Exception:  # noqa: BLE001  (any failure means "not ready")
-        problems.append("database unreachable")
+        database = True
+    except Exception:  # noqa: BLE001  (any failure means "not reachable")
+        database = False
     try:
         with rt.app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
+        broker = True
     except Exception:  # noqa: BLE001
-        problems.append("broker unreachable")
-    return problems
+        broker = False
+    return database, broker

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from domain.providers import paypal
@@ -33,6 +35,10 @@ KEPT_HEADERS = (
     "paypal-cert-url",
 )
 
+# More than the certificate fetches allowed at once: verifying with a cached certificate
+# never waits behind a fetch.
+VERIFYING_THREADS = 4
+
 log = logging.getLogger("payhook.receiver")
 router = APIRouter(tags=["webhooks"])
 
@@ -43,17 +49,23 @@ async def paypal_webhook(request: Request, rt: Runtime) -> JSONResponse:
     if not webhook_id:
         raise HttpError(404, "provider paypal is not configured")
     body = await read_body(request, rt.settings.max_body_bytes)
-    certificates = await run_in_threadpool(certificates_of, request, rt.settings)
+    # On PayPal's own few threads: the first use of a certificate URL fetches it, and a slow
+    # fetch must never hold a thread of the shared pool that the other receivers store with.
+    verifying = _verifying_pool(request)
+    loop = asyncio.get_running_loop()
+    certificates = await loop.run_in_executor(verifying, certificates_of, request, rt.settings)
     try:
-        # In the thread pool: the first use of a certificate URL fetches it.
-        await run_in_threadpool(
-            verify_paypal,
-            body,
-            request.headers,
-            webhook_id,
-            certificates,
-            rt.now(),
-            rt.settings.signature_tolerance_s,
+        await loop.run_in_executor(
+            verifying,
+            functools.partial(
+                verify_paypal,
+                body,
+                request.headers,
+                webhook_id,
+                certificates,
+                rt.now(),
+                rt.settings.signature_tolerance_s,
+            ),
         )
     except SignatureError as error:
         raise _answer(401, error.reason) from None
@@ -67,6 +79,16 @@ async def paypal_webhook(request: Request, rt: Runtime) -> JSONResponse:
     headers = kept_headers(request, KEPT_HEADERS)
     (delivery_id,) = await accept(rt, paypal.PROVIDER, [(event, body)], headers, answer="202")
     return JSONResponse({"delivery_id": delivery_id}, status_code=202)
+
+
+def _verifying_pool(request: Request) -> ThreadPoolExecutor:
+    """The process's PayPal threads, made at the first PayPal delivery."""
+    state = request.app.state
+    pool: ThreadPoolExecutor | None = getattr(state, "paypal_threads", None)
+    if pool is None:
+        pool = ThreadPoolExecutor(VERIFYING_THREADS, thread_name_prefix="paypal-verify")
+        state.paypal_threads = pool
+    return pool
 
 
 def certificates_of(request: Request, settings: Settings) -> PayPalCertificates:

@@ -180,7 +180,7 @@ def _decide(
     try:
         event = delivery.event(reading)
     except MalformedEvent:
-        # The receiver refuses such bodies; only a stored body parsed by newer rules gets here.
+        # A signed body payhook does not understand (yet): stored all the same, replayable.
         return None, Outcome.rejected(Reason.MALFORMED_EVENT)
     fingerprint = event.fingerprint()
     if not uow.idempotency_keys.claim(event.key, delivery.id, fingerprint, now):

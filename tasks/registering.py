@@ -6,10 +6,19 @@ from collections.abc import Callable
 from datetime import datetime
 
 from domain.events import PaymentEvent
-from tasks.storage.errors import AlreadyExists
+from tasks.storage.errors import AlreadyExists, Unstorable
+from tasks.storage.limits import check_storable
 from tasks.storage.uow import UnitOfWork
 
-__all__ = ["AlreadyExists", "CurrencyDiffers", "OrderNotFound", "create_order", "create_payment"]
+__all__ = [
+    "AlreadyExists",
+    "CurrencyDiffers",
+    "OrderNotFound",
+    "Unstorable",
+    "check_storable",
+    "create_order",
+    "create_payment",
+]
 
 
 class OrderNotFound(LookupError):
@@ -75,6 +84,8 @@ def store_deliveries(
     uow: UnitOfWork, items: list[tuple[PaymentEvent, str, bytes]], *, received_at: datetime
 ) -> list[int]:
     """Store several deliveries (event, headers JSON, body) all together or not at all."""
+    for event, _, _ in items:
+        check_storable(event)
     with uow:
         ids = [
             uow.deliveries.add(

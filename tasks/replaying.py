@@ -6,11 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.outcomes import OutcomeKind
+from domain.outcomes import Outcome, OutcomeKind, Reason
 from tasks.storage.uow import UnitOfWork
 
 # Outcomes that a later attempt could change: the payment may exist now, the bug may be fixed.
 REPLAYABLE = frozenset({OutcomeKind.UNMATCHED, OutcomeKind.DEAD})
+
+
+def replayable(outcome: Outcome) -> bool:
+    """Unmatched, dead, or a stored body that did not parse (payhook may understand it now)."""
+    return outcome.kind in REPLAYABLE or outcome.reason is Reason.MALFORMED_EVENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +28,8 @@ class Replay:
 def replay_delivery(
     delivery_id: int, uow: UnitOfWork, now: datetime, publish: Callable[[int], object]
 ) -> Replay | None:
-    """Reopen an `unmatched` or `dead` delivery, or hurry one still waiting; None if unknown.
+    """Reopen an `unmatched`, `dead` or malformed delivery, or hurry one still waiting; None if
+    unknown.
 
     Any other outcome stays as it is: a replay of an applied delivery changes nothing.
     """
@@ -31,7 +37,7 @@ def replay_delivery(
         delivery = uow.deliveries.lock(delivery_id)
         if delivery is None:
             return None
-        if delivery.outcome is not None and delivery.outcome.kind not in REPLAYABLE:
+        if delivery.outcome is not None and not replayable(delivery.outcome):
             return Replay(
                 delivery_id,
                 False,

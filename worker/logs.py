@@ -39,6 +39,15 @@ def _mask_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapp
     return event
 
 
+def _mask_exception(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A traceback, once rendered to text, goes through the same masking as a message."""
+    for key in ("exception", "stack"):
+        value = event.get(key)
+        if isinstance(value, str):
+            event[key] = mask(value)
+    return event
+
+
 def configure_logging(*, json: bool = True, level: int = logging.INFO) -> None:
     """Route the standard library's and structlog's records through one renderer."""
     shared: list[Any] = [
@@ -57,6 +66,7 @@ def configure_logging(*, json: bool = True, level: int = logging.INFO) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            _mask_exception,
             renderer,
         ],
     )

@@ -6,7 +6,7 @@ before a prefork child first observes something (see worker/taskqueue/metrics_se
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES_RECEIVED = Counter(
     "payhook_deliveries_received",
@@ -19,6 +19,11 @@ SIGNATURE_FAILURES = Counter(
     "Webhook requests answered 401: a missing or wrong signature, or a timestamp outside the "
     "tolerance, by provider",
     ["provider"],
+)
+BROKER_UP = Gauge(
+    "payhook_broker_up",
+    "1 when the receiver reached the broker at its last readiness check, else 0 (deliveries "
+    "are still stored; the sweeper publishes them once the broker is back)",
 )
 WEBHOOK_REQUEST_DURATION = Histogram(
     "payhook_webhook_request_duration_seconds",

@@ -17,6 +17,11 @@ class AlreadyExists(Exception):
     """A unique reference that is already taken."""
 
 
+class Unstorable(ValueError):
+    """A delivery the database cannot hold as it is (a field too long, a NUL character): the
+    same answer on every retry, so a reason for the sender, never "try again"."""
+
+
 def is_transient(error: BaseException) -> bool:
     """Connection lost, serialization failure, deadlock, lock timeout: worth another try."""
     if isinstance(error, PoolTimeout):

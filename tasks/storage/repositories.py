@@ -632,6 +632,11 @@ class Bodies:
                 .where(deliveries.c.received_at < received_before)
                 .where(deliveries.c.body_pruned_at.is_(None))
                 .where(outcomes.c.kind.in_(kinds))
+                # A body that did not parse is kept for the parser that will understand it.
+                .where(
+                    outcomes.c.reason.is_(None)
+                    | (outcomes.c.reason != Reason.MALFORMED_EVENT.value)
+                )
                 .order_by(deliveries.c.id)
                 .limit(limit)
             ).scalars()

@@ -639,7 +639,7 @@ def test_a_malformed_body_is_400(receiver: Receiver, body: bytes) -> None:
     assert receiver.count() == 0
 
 
-def test_a_signed_item_that_matches_no_payment_field_refuses_the_batch_with_400(
+def test_a_signed_item_that_does_not_parse_is_stored_with_the_rest_of_its_batch(
     receiver: Receiver,
 ) -> None:
     good = signed(fixture_item("authorisation-true.json"))
@@ -647,10 +647,16 @@ def test_a_signed_item_that_matches_no_payment_field_refuses_the_batch_with_400(
 
     response = receiver.post(request_of(good, no_reference))
 
-    assert response.status_code == 400
-    assert "notificationItems[1]" in response.json()["error"]
-    assert "merchantReference is missing" in response.json()["error"]
-    assert receiver.count() == 0
+    assert response.status_code == 200
+    assert response.text == "[accepted]"  # Adyen stops retrying the batch
+    (first, *_), (second, second_id, _, _) = receiver.stored()
+    assert receiver.published == [first, second]
+    assert second_id.endswith(":CANCELLATION:true")  # its pspReference, eventCode, success
+    malformed = receiver.process(second).outcome
+    assert (malformed.kind.value, malformed.reason and malformed.reason.value) == (
+        "rejected",
+        "malformed_event",
+    )
 
 
 def test_a_body_over_the_limit_is_413(receiver: Receiver) -> None:
@@ -917,7 +923,7 @@ def test_under_manual_capture_an_authorisation_that_is_never_captured_pays_nothi
 
 
 def test_a_cancellation_cancels_a_pending_payment(receiver: Receiver) -> None:
-    # The fixture carries no merchantReference (payhook refuses it with 400, tested above);
+    # The fixture carries no merchantReference (recorded malformed, tested above);
     # Adyen sends one for payments made with one, as here.
     cancellation = fixture_item("cancellation-true.json")
     cancellation["merchantReference"] = "order-cancelled"

@@ -10,7 +10,7 @@ from celery import Celery
 from tornado.testing import AsyncHTTPTestCase
 
 from worker.cli import main
-from worker.taskqueue.flower import REFUSAL, build_flower
+from worker.taskqueue.flower import API_CLOSED, REFUSAL, build_flower
 
 CREDENTIALS = "operator:unit-test-flower-password"
 AUTH = {"Authorization": "Basic " + base64.b64encode(CREDENTIALS.encode()).decode()}
@@ -70,3 +70,24 @@ def test_flower_refuses_to_start_without_credentials_unless_local_only(
     assert main(["flower"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line == "payhook: bad setting PAYHOOK_FLOWER_BASIC_AUTH: must read user:password"
+
+
+class LocalOnlyFlowerTest(AsyncHTTPTestCase):
+    """`--local-only`: no password, and FLOWER_UNAUTHENTICATED_API set by someone."""
+
+    def get_app(self) -> Any:
+        self.patch = pytest.MonkeyPatch()
+        self.patch.setenv("FLOWER_UNAUTHENTICATED_API", "true")
+        app = Celery("payhook-unit-flower-local", broker="memory://", set_as_current=False)
+        return build_flower(app, address="127.0.0.1", port=0, basic_auth=None)
+
+    def tearDown(self) -> None:
+        super().tearDown()
+        self.patch.undo()
+
+    def test_the_environment_never_reopens_the_api(self) -> None:
+        answer = self.fetch("/api/tasks")
+        assert answer.code == 401
+        assert answer.body.decode() == API_CLOSED
+        page = self.fetch("/workers")
+        assert "Access-Control-Allow-Origin" not in page.headers  # no cross-origin reads

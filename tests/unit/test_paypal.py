@@ -9,16 +9,19 @@ a loopback HTTP server).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -46,6 +49,9 @@ from worker.runtime import ProcessRuntime
 from worker.settings import Settings
 from worker.signing.errors import SignatureError
 from worker.signing.paypal import (
+    FAILURE_TTL_S,
+    MAX_CACHED,
+    MAX_FETCHES,
     SIGNING_NAMES,
     CertificateUnavailable,
     PayPalCertificates,
@@ -55,6 +61,7 @@ from worker.signing.paypal import (
     signed_message,
     verify_paypal,
 )
+from worker.signing.stripe import sign_stripe
 from worker.taskqueue.app import create_app
 from worker.web.app import create_http_app
 
@@ -315,6 +322,10 @@ def test_a_signature_by_another_key_fails(pki: Pki, certificates: PayPalCertific
         ("https://127.0.0.1/cert", "not on an allowed PayPal host"),
         ("cert_url", "paypal-cert-url must use https"),  # as in PayPal's API example
         ("https://[::1/cert", "malformed paypal-cert-url header"),
+        ("https://api.paypal.com/v1/oauth2/token", "not a PayPal certificate URL"),
+        ("https://api.paypal.com/v1/notifications/certs/../../x", "not a PayPal certificate URL"),
+        ("https://api.paypal.com/v1/notifications/certs/CERT-1?x=1", "not a PayPal certificate"),
+        ("https://api.paypal.com/v1/notifications/certs/CERT-1/more", "not a PayPal certificate"),
     ],
 )
 def test_a_cert_url_off_paypals_https_hosts_is_refused_without_fetching(
@@ -428,15 +439,73 @@ def test_the_certificate_is_fetched_once_per_url(
     assert host.fetched == [CERT_URL]
 
 
-def test_a_failed_fetch_is_not_cached(
+def test_a_failed_fetch_is_remembered_briefly_then_tried_again(
+    pki: Pki, host: FakeCertHost
+) -> None:
+    clock = [0.0]
+    certificates = PayPalCertificates(HOSTS, [pki.root.cert], fetch=host, clock=lambda: clock[0])
+    body = fixture_bytes("paypal/PAYMENT.CAPTURE.COMPLETED.v2.json")
+    served = host.served.pop(CERT_URL)
+
+    assert "HTTP 404" in refusal(body, signed(body, pki.leaf.key), certificates)
+    assert "HTTP 404" in refusal(body, signed(body, pki.leaf.key), certificates)
+    assert host.fetched == [CERT_URL]  # forged headers cannot make every request a fetch
+
+    host.served[CERT_URL] = served
+    clock[0] = FAILURE_TTL_S + 1
+    verify_paypal(body, signed(body, pki.leaf.key), WEBHOOK_ID, certificates, NOW)
+    assert host.fetched == [CERT_URL, CERT_URL]
+
+
+def test_junk_certificate_urls_never_evict_paypals_certificate(
     pki: Pki, host: FakeCertHost, certificates: PayPalCertificates
 ) -> None:
     body = fixture_bytes("paypal/PAYMENT.CAPTURE.COMPLETED.v2.json")
-    served = host.served.pop(CERT_URL)
-    assert "HTTP 404" in refusal(body, signed(body, pki.leaf.key), certificates)
-    host.served[CERT_URL] = served
     verify_paypal(body, signed(body, pki.leaf.key), WEBHOOK_ID, certificates, NOW)
-    assert host.fetched == [CERT_URL, CERT_URL]
+    for n in range(2 * MAX_CACHED):
+        junk = f"https://api.paypal.com/v1/notifications/certs/CERT-junk-{n}"
+        host.served[junk] = pki.root.pem  # a real certificate, but not PayPal's signing one
+        refusal(body, signed(body, pki.leaf.key, cert_url=junk), certificates)
+
+    verify_paypal(body, signed(body, pki.leaf.key), WEBHOOK_ID, certificates, NOW)
+    assert host.fetched.count(CERT_URL) == 1
+
+
+def test_certificate_fetches_at_once_are_capped_and_the_rest_answered_unavailable(
+    pki: Pki,
+) -> None:
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def slow(url: str) -> bytes:
+        started.release()
+        release.wait(10)
+        raise CertificateUnavailable("certificate host answered 503")
+
+    certificates = PayPalCertificates(HOSTS, [pki.root.cert], fetch=slow)
+    body = fixture_bytes("paypal/PAYMENT.CAPTURE.COMPLETED.v2.json")
+    urls = [f"https://api.paypal.com/v1/notifications/certs/CERT-slow-{n}" for n in range(3)]
+    with ThreadPoolExecutor(MAX_FETCHES) as pool:
+        busy = [
+            pool.submit(refusal_or_unavailable, body, pki, certificates, url)
+            for url in urls[:MAX_FETCHES]
+        ]
+        for _ in range(MAX_FETCHES):
+            assert started.acquire(timeout=5)
+        extra = refusal_or_unavailable(body, pki, certificates, urls[MAX_FETCHES])
+        release.set()
+        assert [future.result() for future in busy] == ["unavailable"] * MAX_FETCHES
+    assert extra == "too many PayPal certificate fetches at once"
+
+
+def refusal_or_unavailable(
+    body: bytes, pki: Pki, certificates: PayPalCertificates, url: str
+) -> str:
+    try:
+        verify_paypal(body, signed(body, pki.leaf.key, cert_url=url), WEBHOOK_ID, certificates, NOW)
+    except CertificateUnavailable as error:
+        return "unavailable" if "503" in str(error) else str(error)
+    return "verified"
 
 
 @pytest.mark.parametrize(
@@ -1035,10 +1104,15 @@ def test_a_cert_url_off_paypals_hosts_is_refused_with_401_and_never_fetched(
     assert app.host.fetched == []
 
 
-def test_a_signed_body_that_is_no_paypal_event_is_a_bad_request(app: PayPalApp) -> None:
-    response = app.post(b'{"id": "WH-1"}')
-    assert error_of(response, 400).startswith("malformed event: ")
-    assert app.stored() == []
+def test_a_signed_body_that_is_no_paypal_event_is_stored_and_recorded_malformed(
+    app: PayPalApp,
+) -> None:
+    outcome = app.process(b'{"id": "WH-1"}')
+    assert (outcome.kind.value, outcome.reason and outcome.reason.value) == (
+        "rejected",
+        "malformed_event",
+    )
+    assert len(app.stored()) == 1
 
 
 def test_a_paypal_body_over_the_limit_is_refused(app: PayPalApp) -> None:
@@ -1212,3 +1286,59 @@ def test_a_dispute_resolved_for_the_buyer_takes_the_money_back(app: PayPalApp) -
     assert app.process(resolved) == Outcome.applied("dispute:lost", payment_id)
     assert app.order_status("5O190127TN364715T") == "pending"
     assert app.payment(payment_id)["disputed_amount"] == 10000
+
+
+def test_paypal_fetches_that_hang_leave_the_other_receivers_threads_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pki: Pki
+) -> None:
+    settings = paypal_settings(tmp_path, stripe_webhook_secrets="whsec_threads")
+    app = paypal_app_for(settings, monkeypatch, pki)
+    hang = threading.Event()
+
+    def hanging(url: str) -> bytes:
+        hang.wait(30)
+        raise CertificateUnavailable("certificate host answered 503")
+
+    app.http_app.state.paypal_certificates = PayPalCertificates(
+        HOSTS, [pki.root.cert], fetch=hanging
+    )
+    paypal_body = fixture_bytes("paypal/PAYMENT.CAPTURE.COMPLETED.v2.json")
+    stripe_body = fixture_bytes("stripe/events/payment_intent.succeeded.json")
+
+    async def scenario() -> tuple[list[int], int]:
+        transport = httpx.ASGITransport(app=app.http_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            forged = [
+                client.post(
+                    "/webhooks/paypal",
+                    content=paypal_body,
+                    headers=signed(
+                        paypal_body,
+                        pki.leaf.key,
+                        cert_url=f"https://api.paypal.com/v1/notifications/certs/CERT-f{n}",
+                    ),
+                )
+                for n in range(60)  # more than the shared thread pool has threads (40)
+            ]
+            pending = [asyncio.ensure_future(request) for request in forged]
+            await asyncio.sleep(0.5)  # every forged request is in by now
+            stripe = await asyncio.wait_for(
+                client.post(
+                    "/webhooks/stripe",
+                    content=stripe_body,
+                    headers={
+                        "Stripe-Signature": sign_stripe(
+                            stripe_body, "whsec_threads", int(NOW.timestamp())
+                        )
+                    },
+                ),
+                timeout=10,
+            )
+            hang.set()
+            answers = [answer.status_code for answer in await asyncio.gather(*pending)]
+        return answers, stripe.status_code
+
+    answers, stripe_status = asyncio.run(scenario())
+
+    assert stripe_status == 202
+    assert set(answers) == {503}  # PayPal retries them

@@ -227,9 +227,30 @@ def test_streamed_body_over_the_limit_is_refused(app: Harness) -> None:
     [b"{this is not json", b"[]", json.dumps({"id": "evt_1", "type": "x"}).encode()],
     ids=["not-json", "array", "no-data"],
 )
-def test_malformed_body_with_a_valid_signature_is_a_bad_request(app: Harness, body: bytes) -> None:
+def test_a_signed_body_that_does_not_parse_is_stored_and_recorded_malformed(
+    app: Harness, body: bytes
+) -> None:
     response = app.stripe(body)
-    assert assert_error(response, 400).startswith("malformed event")
+
+    assert response.status_code == 202, response.text  # what was signed is kept
+    delivery_id = response.json()["delivery_id"]
+    assert app.published == [delivery_id]
+    rt = app.runtime
+    outcome = process_delivery(delivery_id, rt.unit_of_work(), NOW, rt.policy).outcome
+    assert (outcome.kind.value, outcome.reason and outcome.reason.value) == (
+        "rejected",
+        "malformed_event",
+    )
+    stored = app.api("GET", f"/api/deliveries/{delivery_id}").json()
+    # Its own event id when the body names one plainly, else a digest of the body.
+    assert stored["event_id"].startswith("evt_1" if b"evt_1" in body else "unparsed:")
+
+
+def test_an_unsigned_body_that_does_not_parse_is_refused_and_not_stored(app: Harness) -> None:
+    response = app.client.post(
+        "/webhooks/stripe", content=b"{not json", headers={"Stripe-Signature": "t=1,v1=00"}
+    )
+    assert_error(response, 401)
     assert app.deliveries() == 0
 
 
@@ -306,11 +327,15 @@ def test_standard_delivery_with_a_wrong_signature_is_refused(app: Harness) -> No
     assert app.deliveries() == 0
 
 
-def test_standard_delivery_of_another_schema_is_a_bad_request(app: Harness) -> None:
+def test_a_signed_standard_delivery_of_another_schema_is_stored_under_its_webhook_id(
+    app: Harness,
+) -> None:
     body = json.dumps({"type": "payment.succeeded", "data": {"amount": "15.00"}}).encode()
     headers = sign_standard(body, "msg_1", SHOP_SECRET, TS)
     response = app.client.post("/webhooks/standard/shop", content=body, headers=headers)
-    assert_error(response, 400)
+    assert response.status_code == 202, response.text
+    stored = app.api("GET", f"/api/deliveries/{response.json()['delivery_id']}").json()
+    assert (stored["provider"], stored["event_id"]) == ("shop", "msg_1")
 
 
 def test_error_bodies_never_echo_the_signature_header(app: Harness) -> None:
@@ -615,3 +640,38 @@ def test_healthz_needs_no_token_and_no_database(
     missing = f"sqlite:///{tmp_path}/no/such/dir/payhook.db"
     harness = harness_for(make_settings(tmp_path, database_url=missing), monkeypatch, migrate=False)
     assert harness.client.get("/healthz").status_code == 200
+
+
+# --- readiness ----------------------------------------------------------------------------
+
+
+def test_ready_means_the_database_is_reachable_even_when_the_broker_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path, broker_url="redis://127.0.0.1:1/0")  # nothing listens
+    harness = harness_for(settings, monkeypatch)
+
+    response = harness.client.get("/readyz")
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "ready",
+        "database": "reachable",
+        "broker": "unreachable",
+    }
+    metrics = harness.client.get("/metrics").text
+    assert "payhook_broker_up 0.0" in metrics
+    harness.runtime.engine.dispose()
+
+
+def test_not_ready_when_the_database_is_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "no-such-folder" / "payhook.db"
+    settings = make_settings(tmp_path, database_url=f"sqlite:///{missing}")
+    harness = harness_for(settings, monkeypatch, migrate=False)
+
+    response = harness.client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["database"] == "unreachable"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import Engine, func, select
 
+from domain.events import Action, PaymentEvent
 from domain.outcomes import OutcomeKind, Reason
 from domain.providers import stripe
 from tasks.policy import RetryPolicy
@@ -18,6 +20,7 @@ from tasks.processing import (
 )
 from tasks.registering import create_order, create_payment, store_delivery
 from tasks.replaying import replay_delivery
+from tasks.storage import records
 from tasks.storage.tables import outcomes, replaced_outcomes
 from tasks.storage.uow import UnitOfWork
 from tests.fixture_files import fixture_json
@@ -168,3 +171,35 @@ def test_attempts_that_finish_or_end_in_a_retry_are_never_counted_lost(engine: E
     late = start_attempt(delivery, UnitOfWork(engine), NOW, policy)
     assert late is None
     assert count(engine, outcomes) == 1
+
+
+def test_a_stored_body_that_did_not_parse_is_replayable_once_payhook_understands_it(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(engine, "pi_new_shape")
+    good = fixture_json("stripe/events/payment_intent.succeeded.json")
+    good["data"]["object"]["id"] = "pi_new_shape"
+    shape = dict(good, id="evt_new_shape", data={"object_v2": good["data"]["object"]})
+    body = json.dumps(shape).encode()
+    delivery = store_delivery(
+        UnitOfWork(engine),
+        PaymentEvent("stripe", "evt_new_shape", "payment_intent.succeeded", Action.UNSUPPORTED),
+        headers="{}",
+        body=body,
+        received_at=NOW,
+    )
+    first = process_delivery(delivery, UnitOfWork(engine), NOW, NO_GRACE).outcome
+    assert (first.kind, first.reason) == (OutcomeKind.REJECTED, Reason.MALFORMED_EVENT)
+
+    # A newer payhook reads the new shape.
+    understood = dict(shape, data={"object": shape["data"]["object_v2"]})
+    monkeypatch.setattr(
+        records, "parse_delivery", lambda *_: stripe.parse(json.dumps(understood).encode())
+    )
+    again = replay_delivery(delivery, UnitOfWork(engine), NOW, lambda _: None)
+    assert again is not None and again.replayed, again
+    outcome = process_delivery(delivery, UnitOfWork(engine), NOW, NO_GRACE).outcome
+    assert (outcome.kind, outcome.transition) == (OutcomeKind.APPLIED, "pending->confirmed")
+    with engine.connect() as conn:
+        replaced = conn.execute(select(replaced_outcomes.c.reason)).scalars().all()
+    assert replaced == ["malformed_event"]

@@ -6,9 +6,11 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, select
 
-from domain.outcomes import OutcomeKind
+from domain.events import Action, PaymentEvent
+from domain.outcomes import OutcomeKind, Reason
 from tasks.policy import RetryPolicy
 from tasks.processing import process_delivery
+from tasks.registering import store_delivery
 from tasks.retention import prune_bodies
 from tasks.storage.tables import deliveries, outcomes
 from tasks.storage.uow import UnitOfWork
@@ -56,3 +58,22 @@ def test_pruning_twice_prunes_nothing_more(engine: Engine) -> None:
     later = NOW + timedelta(days=40)
     assert prune_bodies(UnitOfWork(engine), later, timedelta(days=30)) == 1
     assert prune_bodies(UnitOfWork(engine), later, timedelta(days=30)) == 0
+
+
+def test_a_body_that_did_not_parse_is_kept_for_its_replay(engine: Engine) -> None:
+    register(engine, "pi_shape")
+    applied = stored_confirmation(engine, "pi_shape")
+    process_delivery(applied, UnitOfWork(engine), NOW, RetryPolicy())
+    malformed = store_delivery(
+        UnitOfWork(engine),
+        PaymentEvent("stripe", "evt_shape", "payment_intent.succeeded", Action.UNSUPPORTED),
+        headers="{}",
+        body=b'{"id": "evt_shape", "type": "payment_intent.succeeded"}',
+        received_at=NOW,
+    )
+    assert process_delivery(malformed, UnitOfWork(engine), NOW, RetryPolicy()).outcome.reason is (
+        Reason.MALFORMED_EVENT
+    )
+
+    assert prune_bodies(UnitOfWork(engine), NOW + timedelta(days=31), timedelta(days=30)) == 1
+    assert bodies(engine)[malformed] != b""

@@ -14,6 +14,7 @@ import base64
 import binascii
 import re
 import threading
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,7 +40,15 @@ SIGNING_NAMES = (
 )
 FETCH_TIMEOUT_S = 5.0
 MAX_CERTIFICATE_BYTES = 64 * 1024  # a PEM chain is a few KiB
-MAX_CACHED = 16  # PayPal rotates its certificate rarely; a bound keeps junk URLs from piling up
+MAX_CACHED = 16  # PayPal rotates its certificate rarely; only certificates that load go in
+# A URL that failed is not fetched again for a while: forged headers cannot make every request
+# a fetch. Bounded, apart from the good certificates, so junk URLs never evict the real one.
+FAILURE_TTL_S = 60.0
+MAX_FAILURES = 1024
+# Fetches at once per process; a request beyond them is answered 503 (PayPal retries it).
+MAX_FETCHES = 2
+# The path PayPal's certificate URLs have: /v1/notifications/certs/CERT-360caa42-fca2a594-….
+_CERT_PATH = re.compile(r"/v1/notifications/certs/CERT-[A-Za-z0-9-]{1,64}")
 _MAX_HEADER = 1024
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----", re.DOTALL
@@ -127,17 +136,56 @@ class PayPalCertificates:
         hosts: Iterable[str],
         roots: Sequence[x509.Certificate],
         fetch: Fetch | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._hosts = frozenset(host.lower() for host in hosts)
         self._store = Store(list(roots))  # an empty list raises: nothing could ever verify
         self._fetch = fetch or fetch_certificate
+        self._clock = clock
         self._cache: dict[str, list[x509.Certificate]] = {}
+        self._failed: dict[str, tuple[float, SignatureError | CertificateUnavailable]] = {}
+        self._fetches = threading.BoundedSemaphore(MAX_FETCHES)
         self._lock = threading.Lock()  # receivers verify in a thread pool
 
     def signing_key(self, url: str, now: datetime) -> rsa.RSAPublicKey:
-        """The public key of the certificate at `url`, once the URL and the chain are trusted."""
+        """The public key of the certificate at `url`, once the URL and the chain are trusted.
+
+        Only a certificate that verified is kept (so junk URLs never evict PayPal's); a URL
+        that failed is refused without a fetch for FAILURE_TTL_S.
+        """
         self.check_url(url)
-        leaf, *intermediates = self._chain(url)
+        with self._lock:
+            cached = self._cache.get(url)
+            failed = self._failed.get(url)
+        if cached is not None:
+            return self._trusted_key(cached, now)
+        if failed is not None and failed[0] > self._clock():
+            raise _again(failed[1])
+        # Outside the lock: a slow fetch must not hold up the others; but only a few at once.
+        if not self._fetches.acquire(blocking=False):
+            raise CertificateUnavailable("too many PayPal certificate fetches at once")
+        try:
+            chain = self._load(url)
+            key = self._trusted_key(chain, now)
+        except (SignatureError, CertificateUnavailable) as error:
+            with self._lock:
+                while len(self._failed) >= MAX_FAILURES:
+                    self._failed.pop(next(iter(self._failed)))
+                self._failed[url] = (self._clock() + FAILURE_TTL_S, error)
+            raise
+        finally:
+            self._fetches.release()
+        with self._lock:
+            self._failed.pop(url, None)
+            while len(self._cache) >= MAX_CACHED:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[url] = chain
+        return key
+
+    def _trusted_key(self, chain: list[x509.Certificate], now: datetime) -> rsa.RSAPublicKey:
+        if not chain:
+            raise SignatureError("paypal-cert-url does not serve a PEM certificate")
+        leaf, *intermediates = chain
         if now < leaf.not_valid_before_utc:
             raise SignatureError("certificate is not valid yet")
         if now > leaf.not_valid_after_utc:
@@ -169,22 +217,22 @@ class PayPalCertificates:
             raise SignatureError("paypal-cert-url must use https")
         if parts.host not in self._hosts or parts.userinfo or port not in (None, 443):
             raise SignatureError("paypal-cert-url is not on an allowed PayPal host")
+        if parts.query or parts.fragment or not _CERT_PATH.fullmatch(parts.path):
+            raise SignatureError("paypal-cert-url is not a PayPal certificate URL")
 
-    def _chain(self, url: str) -> list[x509.Certificate]:
-        with self._lock:
-            cached = self._cache.get(url)
-        if cached is not None:
-            return cached
-        pem = self._fetch(url)  # outside the lock: a slow fetch must not hold up the others
+    def _load(self, url: str) -> list[x509.Certificate]:
+        pem = self._fetch(url)
         try:
-            chain = x509.load_pem_x509_certificates(pem)
+            return x509.load_pem_x509_certificates(pem)
         except ValueError:
             raise SignatureError("paypal-cert-url does not serve a PEM certificate") from None
-        with self._lock:
-            while len(self._cache) >= MAX_CACHED:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[url] = chain
-        return chain
+
+
+def _again(error: SignatureError | CertificateUnavailable) -> Exception:
+    """A fresh copy of a remembered failure (one exception object is never raised twice)."""
+    if isinstance(error, SignatureError):
+        return SignatureError(error.reason)
+    return CertificateUnavailable(str(error))
 
 
 def fetch_certificate(url: str) -> bytes:

@@ -9,13 +9,15 @@ Flower is for looking only, in two independent layers:
 - Flower's own `read_only` option, where the installed version has it, also hides the buttons.
 
 Flower is built here with its options set in code: no `flowerconfig.py` and no `FLOWER_*`
-variable can loosen them.
+variable can loosen them (FLOWER_UNAUTHENTICATED_API, which Flower reads at every request, is
+removed from the environment, and without a password a rule answers the API 401 itself).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -36,6 +38,10 @@ log = logging.getLogger("payhook.flower")
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 REFUSAL = "payhook flower is read-only: only GET and HEAD are answered\n"
+API_CLOSED = "payhook flower without a password keeps its API closed\n"
+# Flower reads this at every request: set, it opens the API to anyone and allows any origin
+# to read every page. payhook's Flower ignores it.
+UNAUTHENTICATED_API = "FLOWER_UNAUTHENTICATED_API"
 
 
 class UnsafeMethod(Matcher):
@@ -55,6 +61,26 @@ class ReadOnlyRefusal(RequestHandler):
         self.set_status(403)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish(REFUSAL)
+
+
+class ApiPath(Matcher):
+    """Matches Flower's API (`/api/…`)."""
+
+    def match(self, request: HTTPServerRequest) -> dict[str, Any] | None:
+        path = request.path or ""
+        return {} if path == "/api" or path.startswith("/api/") else None
+
+
+class ApiClosed(RequestHandler):
+    """401 for the API of a Flower that has no password (`--local-only`)."""
+
+    def check_xsrf_cookie(self) -> None:
+        """Nothing to protect: this handler never acts."""
+
+    def prepare(self) -> None:
+        self.set_status(401)
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(API_CLOSED)
 
 
 def flower_command(settings: Settings, args: argparse.Namespace, _extra: list[str]) -> int:
@@ -96,8 +122,13 @@ def build_flower(
     options.persistent = False
     if "read_only" in options:  # Flower versions that have it
         options.read_only = True
+    if os.environ.pop(UNAUTHENTICATED_API, None) is not None:
+        log.warning("%s is ignored: payhook flower never opens its API", UNAUTHENTICATED_API)
     flower = Flower(capp=app, options=options, **flower_settings)
     flower.default_router.rules.insert(0, Rule(UnsafeMethod(), ReadOnlyRefusal))
+    if not basic_auth:
+        # Whatever Flower's version reads from the environment: no password, no API.
+        flower.default_router.rules.insert(1, Rule(ApiPath(), ApiClosed))
     return flower
 
 

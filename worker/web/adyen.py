@@ -1,7 +1,8 @@
 """POST /webhooks/adyen: a batch of notification items, each its own delivery.
 
 Adyen retries the whole request until it is answered `[accepted]`, so the batch is taken or
-refused as one: every item must verify and parse, then all are stored in one transaction.
+refused as one: every item must verify, then all are stored in one transaction (an item that
+does not parse too, recorded rejected/malformed_event).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from worker.signing.adyen import verify_adyen_item
 from worker.signing.errors import SignatureError
 from worker.web.deps import Runtime
 from worker.web.errors import HttpError
-from worker.web.receiving import accept, kept_headers, read_body
+from worker.web.receiving import accept, kept_headers, parse_event, read_body
 
 ACCEPTED = "[accepted]"
 # Kept with each delivery; never Authorization (Adyen may send basic-auth credentials).
@@ -43,7 +44,7 @@ async def adyen_webhook(request: Request, rt: Runtime) -> PlainTextResponse:
             verify_adyen_item(item, keys)
         except SignatureError as error:
             raise _refused(401, f"notificationItems[{index}]: {error.reason}") from None
-    deliveries = [_delivery(index, item) for index, item in enumerate(items)]
+    deliveries = [_delivery(item) for item in items]
     headers = kept_headers(request, KEPT_HEADERS)
     # Counted per delivery (item) here; a refused request counts once, as it stores none.
     await accept(
@@ -56,13 +57,17 @@ async def adyen_webhook(request: Request, rt: Runtime) -> PlainTextResponse:
     return PlainTextResponse(ACCEPTED)
 
 
-def _delivery(index: int, item: dict[str, Any]) -> tuple[PaymentEvent, bytes]:
-    """The event and the stored body of one item: the item alone, so the worker parses one."""
+def _delivery(item: dict[str, Any]) -> tuple[PaymentEvent, bytes]:
+    """The event and the stored body of one item: the item alone, so the worker parses one.
+    A signed item that does not parse is stored all the same (rejected/malformed_event), so
+    that one new item shape never refuses its whole batch on every retry."""
     item_body = json.dumps(item).encode()
     try:
-        return adyen.parse_item(item_body), item_body
-    except MalformedEvent as error:
-        raise _refused(400, f"malformed event: notificationItems[{index}]: {error}") from None
+        known_id: str | None = adyen.event_id(item)
+    except MalformedEvent:
+        known_id = None
+    event = parse_event(lambda: adyen.parse_item(item_body), adyen.PROVIDER, item_body, known_id)
+    return event, item_body
 
 
 def _refused(status: int, reason: str) -> HttpError:

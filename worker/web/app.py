@@ -9,9 +9,12 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from worker.metrics import BROKER_UP
 from worker.runtime import ProcessRuntime
 from worker.web import adyen, api, paypal, standard, stripe
+from worker.web.deps import bearer_refusal
 from worker.web.errors import HttpError
+from worker.web.limits import BoundedBodies
 from worker.web.metrics import WebhookMetrics
 
 
@@ -19,6 +22,8 @@ def create_http_app(rt: ProcessRuntime) -> FastAPI:
     app = FastAPI(title="payhook", version="0.1.0")
     app.state.runtime = rt
     app.add_middleware(WebhookMetrics)
+    # Outermost: a body is bounded (and /api's token checked) before any route reads it.
+    app.add_middleware(BoundedBodies, refuse_token=lambda header: bearer_refusal(rt, header))
     app.include_router(stripe.router)
     app.include_router(standard.router)
     app.include_router(adyen.router)
@@ -41,10 +46,17 @@ def create_http_app(rt: ProcessRuntime) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> Response:
-        problems = await run_in_threadpool(_problems, rt)
-        if problems:
-            return JSONResponse({"status": "unavailable", "problems": problems}, 503)
-        return JSONResponse({"status": "ready"})
+        """Ready = the database is reachable: a delivery can be stored durably. The broker's
+        state is reported, not required: the sweeper publishes what was stored meanwhile."""
+        database, broker = await run_in_threadpool(_reachable, rt)
+        BROKER_UP.set(1 if broker else 0)
+        state = {
+            "database": "reachable" if database else "unreachable",
+            "broker": "reachable" if broker else "unreachable",
+        }
+        if not database:
+            return JSONResponse({"status": "unavailable", **state}, 503)
+        return JSONResponse({"status": "ready", **state})
 
     @app.get("/metrics", tags=["health"])
     def metrics() -> Response:
@@ -53,16 +65,18 @@ def create_http_app(rt: ProcessRuntime) -> FastAPI:
     return app
 
 
-def _problems(rt: ProcessRuntime) -> list[str]:
-    problems = []
+def _reachable(rt: ProcessRuntime) -> tuple[bool, bool]:
+    """(database reachable, broker reachable)."""
     try:
         with rt.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except Exception:  # noqa: BLE001  (any failure means "not ready")
-        problems.append("database unreachable")
+        database = True
+    except Exception:  # noqa: BLE001  (any failure means "not reachable")
+        database = False
     try:
         with rt.app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
+        broker = True
     except Exception:  # noqa: BLE001
-        problems.append("broker unreachable")
-    return problems
+        broker = False
+    return database, broker

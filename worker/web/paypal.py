@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from domain.events import MalformedEvent
 from domain.providers import paypal
 from worker.metrics import DELIVERIES_RECEIVED
 from worker.settings import Settings
@@ -21,7 +22,7 @@ from worker.signing.paypal import (
 )
 from worker.web.deps import Runtime
 from worker.web.errors import RETRY_AFTER_S, HttpError
-from worker.web.receiving import accept, kept_headers, read_body
+from worker.web.receiving import accept, kept_headers, parse_event, read_body
 
 # Kept with each delivery: the signature headers let an operator check a delivery again.
 KEPT_HEADERS = (
@@ -34,6 +35,10 @@ KEPT_HEADERS = (
     "paypal-cert-url",
 )
 
+# More than the certificate fetches allowed at once: verifying with a cached certificate
+# never waits behind a fetch.
+VERIFYING_THREADS = 4
+
 log = logging.getLogger("payhook.receiver")
 router = APIRouter(tags=["webhooks"])
 
@@ -44,17 +49,23 @@ async def paypal_webhook(request: Request, rt: Runtime) -> JSONResponse:
     if not webhook_id:
         raise HttpError(404, "provider paypal is not configured")
     body = await read_body(request, rt.settings.max_body_bytes)
-    certificates = await run_in_threadpool(certificates_of, request, rt.settings)
+    # On PayPal's own few threads: the first use of a certificate URL fetches it, and a slow
+    # fetch must never hold a thread of the shared pool that the other receivers store with.
+    verifying = _verifying_pool(request)
+    loop = asyncio.get_running_loop()
+    certificates = await loop.run_in_executor(verifying, certificates_of, request, rt.settings)
     try:
-        # In the thread pool: the first use of a certificate URL fetches it.
-        await run_in_threadpool(
-            verify_paypal,
-            body,
-            request.headers,
-            webhook_id,
-            certificates,
-            rt.now(),
-            rt.settings.signature_tolerance_s,
+        await loop.run_in_executor(
+            verifying,
+            functools.partial(
+                verify_paypal,
+                body,
+                request.headers,
+                webhook_id,
+                certificates,
+                rt.now(),
+                rt.settings.signature_tolerance_s,
+            ),
         )
     except SignatureError as error:
         raise _answer(401, error.reason) from None
@@ -64,13 +75,20 @@ async def paypal_webhook(request: Request, rt: Runtime) -> JSONResponse:
         raise _answer(
             503, "PayPal's certificate could not be fetched, try again later", RETRY_AFTER_S
         ) from None
-    try:
-        event = paypal.parse(body)
-    except MalformedEvent as error:
-        raise _answer(400, f"malformed event: {error}") from None
+    event = parse_event(lambda: paypal.parse(body), paypal.PROVIDER, body)
     headers = kept_headers(request, KEPT_HEADERS)
     (delivery_id,) = await accept(rt, paypal.PROVIDER, [(event, body)], headers, answer="202")
     return JSONResponse({"delivery_id": delivery_id}, status_code=202)
+
+
+def _verifying_pool(request: Request) -> ThreadPoolExecutor:
+    """The process's PayPal threads, made at the first PayPal delivery."""
+    state = request.app.state
+    pool: ThreadPoolExecutor | None = getattr(state, "paypal_threads", None)
+    if pool is None:
+        pool = ThreadPoolExecutor(VERIFYING_THREADS, thread_name_prefix="paypal-verify")
+        state.paypal_threads = pool
+    return pool
 
 
 def certificates_of(request: Request, settings: Settings) -> PayPalCertificates:

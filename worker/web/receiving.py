@@ -7,6 +7,7 @@ this module stores durably first and publishes after the commit.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 
@@ -15,14 +16,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from domain.events import MalformedEvent, PaymentEvent
-from tasks.registering import store_deliveries
+from domain.events import Action, MalformedEvent, PaymentEvent
+from tasks.registering import Unstorable, store_deliveries
 from worker.metrics import DELIVERIES_RECEIVED
 from worker.runtime import ProcessRuntime
 from worker.signing.errors import SignatureError
 from worker.web.errors import HttpError, database_unavailable
-
-BODY_TIMEOUT_S = 10
+from worker.web.limits import BODY_TIMEOUT_S
 
 # Only these headers are kept with a delivery: what a later check or an operator needs.
 KEPT_HEADERS = (
@@ -54,7 +54,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                     raise HttpError(413, f"body larger than {limit} bytes")
                 chunks.append(chunk)
     except TimeoutError:
-        raise HttpError(408, f"body not received within {BODY_TIMEOUT_S} s") from None
+        raise HttpError(408, f"body not received within {BODY_TIMEOUT_S:g} s") from None
     return b"".join(chunks)
 
 
@@ -63,12 +63,53 @@ def refused(provider: str, error: SignatureError) -> HttpError:
     return HttpError(401, error.reason)
 
 
-def parse_event(parse: Callable[[], PaymentEvent], provider: str) -> PaymentEvent:
+def parse_event(
+    parse: Callable[[], PaymentEvent], provider: str, body: bytes, event_id: str | None = None
+) -> PaymentEvent:
+    """The event of a verified body, or, when it does not parse, what it is stored as.
+
+    What was signed is kept: a new API version or field shape must not be refused (and lost) on
+    every retry. The worker records it `rejected/malformed_event`, replayable once payhook
+    understands it. The provider's own `event_id` is used when the signature carries it.
+    """
     try:
         return parse()
-    except MalformedEvent as error:
-        DELIVERIES_RECEIVED.labels(provider=provider, answer="400").inc()
-        raise HttpError(400, f"malformed event: {error}") from None
+    except MalformedEvent:
+        return unparsed(provider, body, event_id)
+
+
+def unparsed(provider: str, body: bytes, event_id: str | None = None) -> PaymentEvent:
+    """A stand-in event for a signed body that does not parse: its id and type when the body
+    names them plainly, else a digest of the body."""
+    found_id, found_type = _envelope(body)
+    return PaymentEvent(
+        provider,
+        event_id or found_id or f"unparsed:{hashlib.sha256(body).hexdigest()}",
+        found_type or "unparsed",
+        Action.UNSUPPORTED,
+    )
+
+
+def _envelope(body: bytes) -> tuple[str | None, str | None]:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None, None
+    if not isinstance(document, dict):
+        return None, None
+    found_id = _plain(document.get("id"))
+    found_type = next(
+        (t for key in ("type", "event_type", "eventCode") if (t := _plain(document.get(key)))),
+        None,
+    )
+    return found_id, found_type
+
+
+def _plain(value: object) -> str | None:
+    """A short printable string, safe to store as an id or a type; None otherwise."""
+    if isinstance(value, str) and 0 < len(value) <= 255 and value.isprintable():
+        return value
+    return None
 
 
 def kept_headers(request: Request, names: Sequence[str]) -> str:
@@ -96,6 +137,9 @@ async def accept(
             [(event, headers, body) for event, body in items],
             received_at=rt.now(),
         )
+    except Unstorable as error:
+        DELIVERIES_RECEIVED.labels(provider=provider, answer="400").inc()
+        raise HttpError(400, f"cannot store this delivery: {error}") from None
     except SQLAlchemyError:
         DELIVERIES_RECEIVED.labels(provider=provider, answer="503").inc()
         raise database_unavailable() from None

@@ -15,7 +15,7 @@ import pytest
 from celery import Celery
 
 from tasks.shims import PROCESS_DELIVERY
-from tests.integration.stack import Stack, rabbitmq_queues, running_stack
+from tests.integration.stack import Stack, rabbitmq_queues, running_stack, scoped
 from worker.settings import Settings
 from worker.taskqueue.app import DEAD_LETTER, NOTIFY_QUEUE, QUEUE, create_app, task_queue
 
@@ -63,7 +63,7 @@ def test_the_task_queue_is_a_quorum_queue_with_a_delivery_limit_and_a_dead_lette
     with running_stack(tmp_path, worker_processes=2, name=name, broker="amqp"):
         queues = rabbitmq_queues(name)
         consumers = subprocess.run(
-            ["rabbitmqctl", "-q", "list_consumers", "-p", name, "--formatter", "json"],
+            ["rabbitmqctl", "-q", "list_consumers", "-p", scoped(name), "--formatter", "json"],
             capture_output=True,
             text=True,
             timeout=60,

@@ -124,16 +124,14 @@ class Outbox:
 _POSTGRES_INSERT = text(
     "INSERT INTO notifications"
     " (id, type, order_id, order_sequence, payment_id, delivery_id, data, created_at)"
-    " SELECT pg_current_xact_id()::text::bigint * :per_transaction + :first_slot + item.n - 1,"
+    " SELECT pg_current_xact_id()::text::bigint * 64 + :first_slot + item.n - 1,"  # 64: see below
     "  item.type, :order_id,"
     "  (SELECT coalesce(max(order_sequence), 0) FROM notifications WHERE order_id = :order_id)"
     "  + item.n, :payment_id, :delivery_id, item.data, :created_at"
     " FROM unnest(CAST(:types AS text[]), CAST(:datas AS text[])) WITH ORDINALITY"
     "  AS item(type, data, n)"
-).bindparams(
-    bindparam("per_transaction", PER_TRANSACTION, type_=BigInteger, literal_execute=True),
-    bindparam("created_at", type_=UtcDateTime()),
-)
+).bindparams(bindparam("created_at", type_=UtcDateTime()))
+assert PER_TRANSACTION == 64, "the INSERT above multiplies by PER_TRANSACTION literally"
 
 
 @cache

@@ -16,7 +16,7 @@ from celery import Celery
 from tasks.shims import PROCESS_DELIVERY
 from tests.integration.stack import Stack, rabbitmq_queues, running_stack, scoped
 from worker.settings import Settings
-from worker.taskqueue.app import DEAD_LETTER, QUEUE, create_app, task_queue
+from worker.taskqueue.app import DEAD_LETTER, NOTIFY_QUEUE, QUEUE, create_app, task_queue
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +79,11 @@ def test_the_task_queue_is_a_quorum_queue_with_a_delivery_limit_and_a_dead_lette
     assert task["arguments"]["x-delivery-limit"] == 10
     assert task["arguments"]["x-dead-letter-exchange"] == DEAD_LETTER
     assert queues[DEAD_LETTER]["type"] == "quorum"
+    # The relay's queue is of the same kind, and the default worker consumes it too.
+    notify = queues[NOTIFY_QUEUE]
+    assert notify["type"] == "quorum"
+    assert notify["arguments"]["x-dead-letter-exchange"] == DEAD_LETTER
+    assert [c["queue_name"] for c in json.loads(consumers)].count(NOTIFY_QUEUE) == 1
     # Native delayed delivery: 28 levels of quorum queues, declared by the worker.
     delayed = [q for q in queues if q.startswith("celery_delayed_")]
     assert len(delayed) == 28

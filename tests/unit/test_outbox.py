@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from tasks.storage import outbox
 from tasks.storage.engine import make_engine
 from tasks.storage.tables import notification_sends
 from tasks.storage.uow import UnitOfWork
+from worker.cli import main
 from worker.taskqueue.metrics_server import OutboxBacklog
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -298,3 +300,44 @@ def test_the_backlog_gauges_count_what_waits_per_endpoint_until_it_is_delivered(
         "payhook_notifications_pending": 0,
         "payhook_notifications_oldest_pending_seconds": 0,
     }
+
+
+@pytest.fixture
+def operator_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> Engine:
+    """The `payhook` command on the test's database, with one notification endpoint."""
+    for name in list(os.environ):
+        if name.startswith("PAYHOOK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PAYHOOK_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PAYHOOK_DATABASE_URL", f"sqlite:///{tmp_path}/t.db")
+    monkeypatch.setenv("PAYHOOK_NOTIFY_URL", HOOK)
+    monkeypatch.setenv("PAYHOOK_NOTIFY_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    return engine
+
+
+def test_payhook_events_lists_each_endpoints_status_and_resends_the_failed(
+    operator_env: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = operator_env
+    register(engine, "order-1", "pay_1")
+    deliver(engine, "c", "payment.succeeded", "pay_1")
+    endpoint, clock = Endpoint(), Clock()
+    endpoint.status = 410
+    for _ in range(70):
+        run_relay(engine, endpoint, clock)
+        clock.now += timedelta(minutes=1)
+    assert main(["events", "--status", "failed", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [row["type"] for row in listed] == ["order.paid", "payment.confirmed"]  # newest first
+    assert {send["status"] for row in listed for send in row["sends"]} == {"failed"}
+    assert all(send["attempts"] >= 1 and send["last_status"] == 410 for send in listed[0]["sends"])
+
+    assert main(["events", "resend", "--failed"]) == 0
+    assert "2 sends of 2 notifications are due again" in capsys.readouterr().out
+    endpoint.status = 200
+    clock.now = datetime.now(UTC) + timedelta(seconds=1)  # the command resent at the real time
+    assert run_relay(engine, endpoint, clock)["delivered"] == 2
+    assert main(["events", "resend", str(listed[1]["id"])]) == 0
+    assert run_relay(engine, endpoint, clock)["delivered"] == 1
+    assert main(["events", "resend", "999999"]) == 1
+    assert main(["events", "resend"]) == 2

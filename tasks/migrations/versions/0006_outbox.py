@@ -51,24 +51,11 @@ def upgrade() -> None:
         ),
         sa.Column("data", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["delivery_id"], ["deliveries.id"], name=op.f("fk_notifications_delivery_id_deliveries")
-        ),
-        sa.ForeignKeyConstraint(
-            ["order_id"], ["orders.id"], name=op.f("fk_notifications_order_id_orders")
-        ),
-        sa.ForeignKeyConstraint(
-            ["payment_id"], ["payments.id"], name=op.f("fk_notifications_payment_id_payments")
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
         sa.UniqueConstraint(
             "order_id", "order_sequence", name=op.f("uq_notifications_order_id_order_sequence")
         ),
     )
-    with op.batch_alter_table("notifications", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_notifications_created_at"), ["created_at"], unique=False
-        )
 
     op.create_table(
         "notification_sends",
@@ -123,8 +110,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_notification_sends_endpoint_id_status_next_attempt_at"))
 
     op.drop_table("notification_sends")
-    with op.batch_alter_table("notifications", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_notifications_created_at"))
-
     op.drop_table("notifications")
     op.drop_table("notify_endpoints")

@@ -218,7 +218,7 @@ def test_same_event_id_with_another_meaning_is_a_payload_conflict(engine: Engine
     assert order_view(engine)["paid_amount"] == 2000
 
 
-@pytest.mark.parametrize("first_amount", [1, 2000], ids=["smaller_first", "larger_first"])
+@pytest.mark.parametrize("first_amount", [1, 2000], ids=["a_then_b", "b_then_a"])
 def test_a_payload_conflict_is_found_whichever_meaning_came_first(
     engine: Engine, first_amount: int
 ) -> None:

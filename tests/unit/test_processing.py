@@ -206,7 +206,7 @@ def test_same_event_id_with_another_meaning_is_a_payload_conflict(engine: Engine
     assert order_view(engine)["paid_amount"] == 2000
 
 
-@pytest.mark.parametrize("first_amount", [1, 2000], ids=["smaller_first", "larger_first"])
+@pytest.mark.parametrize("first_amount", [1, 2000], ids=["a_then_b", "b_then_a"])
 def test_a_payload_conflict_is_found_whichever_meaning_came_first(
     engine: Engine, first_amount: int
 ) -> None:
@@ -221,6 +221,31 @@ def test_a_payload_conflict_is_found_whichever_meaning_came_first(
         OutcomeKind.REJECTED,
         Reason.PAYLOAD_CONFLICT,
     )
+
+
+def test_a_duplicate_points_at_the_first_delivery_of_its_own_provider_and_event(
+    engine: Engine,
+) -> None:
+    # Several claimed events: another id of one provider, the same id at another provider.
+    register(engine)
+    register(engine, provider="shop", reference="pay_1", amount=1500, currency="EUR", order="o-2")
+    unsupported = stripe_body("evt_2", "charge.captured.json")
+    confirmation = standard_body("payment.succeeded")
+    firsts = [
+        deliver_stripe(engine, stripe_body("evt_1")),
+        deliver_stripe(engine, unsupported),
+        deliver_standard(engine, "evt_2", confirmation),
+    ]
+    copies = [
+        deliver_stripe(engine, unsupported),
+        deliver_standard(engine, "evt_2", confirmation),
+    ]
+    for delivery_id in firsts:
+        process(engine, delivery_id)
+
+    outcomes_of_copies = [process(engine, delivery_id).outcome for delivery_id in copies]
+
+    assert outcomes_of_copies == [Outcome.same_event(firsts[1]), Outcome.same_event(firsts[2])]
 
 
 def test_another_event_for_a_confirmed_payment_is_already_in_state(engine: Engine) -> None:

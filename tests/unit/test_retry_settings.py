@@ -76,6 +76,7 @@ def test_the_lock_timeout_reaches_every_postgresql_connection(
             "pool_size": settings.db_pool_size,
             "max_overflow": settings.db_pool_size,
             "pool_pre_ping": True,
+            # No server-side prepared statements: transaction pooling (PgBouncer) breaks them.
             "connect_args": {"options": f"-c lock_timeout={expected}", "prepare_threshold": None},
         }
     ]

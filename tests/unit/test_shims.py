@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 from celery.signals import task_retry
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 
 from domain.providers import standard
 from tasks import shims
 from tasks.migrate import upgrade
-from tasks.registering import store_delivery
+from tasks.registering import create_order, create_payment, store_delivery
 from tasks.storage import queries
+from tasks.storage.tables import deliveries
 from tasks.storage.uow import UnitOfWork
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
@@ -89,3 +91,57 @@ def test_a_permanent_error_is_recorded_dead_on_the_first_attempt_and_never_retri
         "processing_error",
     )
     assert view["attempts"] == 1
+
+
+class LockNotAvailable(Exception):
+    """What psycopg raises when lock_timeout expires (SQLSTATE 55P03)."""
+
+    sqlstate = "55P03"
+
+
+def test_a_transient_error_is_retried_up_to_the_budget_then_recorded_dead(
+    runtime: ProcessRuntime, retries: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delivery_id = stored(runtime)
+    attempts: list[int] = []
+
+    def lock_timeout(*_args: Any) -> Any:
+        attempts.append(1)
+        raise OperationalError("SELECT … FOR UPDATE", None, LockNotAvailable("lock timeout"))
+
+    # A row lock that is never released: every attempt times out.
+    monkeypatch.setattr(shims, "process_delivery", lock_timeout)
+
+    result = shims.process_delivery_task.apply(args=[delivery_id])
+
+    assert (result.get()["kind"], result.get()["reason"]) == ("dead", "retry_budget_exhausted")
+    assert len(retries) == runtime.policy.max_task_retries == 3
+    assert len(attempts) == 1 + 3
+
+
+def test_a_first_delivery_is_not_counted_as_a_redelivery(runtime: ProcessRuntime) -> None:
+    register(runtime)
+    delivery_id = stored(runtime)
+
+    assert shims.process_delivery_task.apply(args=[delivery_id]).get()["kind"] == "applied"
+
+    # The count that records a delivery dead/worker_lost once it passes the budget.
+    with runtime.engine.connect() as conn:
+        counted = conn.execute(
+            select(deliveries.c.redeliveries).where(deliveries.c.id == delivery_id)
+        ).scalar_one()
+    assert counted == 0
+
+
+def register(runtime: ProcessRuntime) -> None:
+    uow = UnitOfWork(runtime.engine)
+    create_order(uow, reference="order-1", total=1500, currency="EUR", now=NOW)
+    create_payment(
+        UnitOfWork(runtime.engine),
+        order_reference="order-1",
+        provider="shop",
+        provider_reference="pay_1",
+        amount=1500,
+        currency="EUR",
+        now=NOW,
+    )

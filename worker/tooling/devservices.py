@@ -367,6 +367,8 @@ def ensure_pgbouncer() -> None:
     (folder / "userlist.txt").write_text('"postgres" ""\n')
     ini = folder / "pgbouncer.ini"
     ini.write_text(PGBOUNCER_INI.format(port=PGBOUNCER_PORT, folder=folder))
+    # Nothing answers on its port, so a pid file left behind is stale (a killed instance).
+    (folder / "pgbouncer.pid").unlink(missing_ok=True)
     command = [program, "-d", str(ini)]
     if is_root():
         shutil.chown(folder, "postgres", "postgres")

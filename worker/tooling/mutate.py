@@ -42,7 +42,11 @@ TARGETS = (
         "tasks/processing.py",
         ("tests/unit/test_processing.py", "tests/unit/test_replay.py", "tests/unit/test_shims.py"),
     ),
-    Target("shims", "tasks/shims.py", ("tests/unit/test_shims.py", "tests/unit/test_metrics.py")),
+    Target(
+        "shims",
+        "tasks/shims.py",
+        ("tests/unit/test_shims.py", "tests/unit/test_celery_app.py", "tests/unit/test_metrics.py"),
+    ),
     Target(
         "repositories",
         "tasks/storage/repositories.py",

@@ -123,7 +123,7 @@ def _measure(args: argparse.Namespace, sizes: Sizes, logs: Path) -> Outcome:
             connect_args={"application_name": BENCH_APP_NAME},
         )
         receivers = args.receiver_processes
-        receiver, receiver_url = stack.start_receiver(receivers, workers_flag=receivers > 1)
+        receiver, receiver_url = stack.start_receiver(receivers)
         ref_receiver, ref_url = stack.start_reference_receiver(receivers, REFERENCE_POOL_SIZE)
         worker = stack.start_worker(args.worker_processes)
         ref_worker = stack.start_reference_worker(args.worker_processes)

@@ -187,11 +187,9 @@ class Stack:
             self._app.conf.broker_connection_retry_on_startup = True
         return self._app
 
-    def start_receiver(self, processes: int, *, workers_flag: bool) -> tuple[Service, str]:
+    def start_receiver(self, processes: int) -> tuple[Service, str]:
         port = free_port()
-        command = _payhook("serve", "--port", str(port))
-        if workers_flag:
-            command += ["--workers", str(processes)]
+        command = _payhook("serve", "--port", str(port), "--workers", str(processes))
         service = self._start("payhook receiver", command)
         base_url = f"http://127.0.0.1:{port}"
         self._wait_http(service, f"{base_url}/readyz")

@@ -65,7 +65,9 @@ def _insert_ignoring_conflicts(dialect: str, table: Any) -> Insert:
 
 
 # The statements of a delivery's hot path, built once with named parameters (see above): building
-# and keying them anew for every delivery cost about a third of a worker's CPU per delivery.
+# and keying them anew for every delivery cost about a third of a worker's CPU per delivery, and
+# a third of the receiver's.
+_ADD_DELIVERY = insert(deliveries).returning(deliveries.c.id)
 _LOCK_DELIVERY = (
     select(
         deliveries,
@@ -157,21 +159,20 @@ class Deliveries:
         body: bytes,
     ) -> int:
         result = self._conn.execute(
-            insert(deliveries)
-            .values(
-                provider=provider,
-                event_id=event_id,
-                event_type=event_type,
-                received_at=received_at,
-                status="received",
-                attempts=0,
-                sweeps=0,
-                redeliveries=0,
-                next_attempt_at=received_at,
-                headers=headers,
-                body=body,
-            )
-            .returning(deliveries.c.id)
+            _ADD_DELIVERY,
+            {
+                "provider": provider,
+                "event_id": event_id,
+                "event_type": event_type,
+                "received_at": received_at,
+                "status": "received",
+                "attempts": 0,
+                "sweeps": 0,
+                "redeliveries": 0,
+                "next_attempt_at": received_at,
+                "headers": headers,
+                "body": body,
+            },
         )
         return int(result.scalar_one())
 

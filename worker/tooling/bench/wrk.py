@@ -35,6 +35,7 @@ local requests, sent, answered, interval = {}, 0, 0, 0
 local probe, verified = nil, false
 
 function init(args)
+  math.randomseed(os.time())
   local data = dofile(args[1])
   interval = tonumber(args[2])
   for k, r in ipairs(data) do
@@ -45,7 +46,10 @@ end
 
 function delay()
   if sent >= #requests then return 1000 end
-  return interval
+  if interval == 0 then return 0 end
+  -- Exponential waits: the connections' requests together arrive as a Poisson stream, not in
+  -- bursts of every connection at once (equal waits keep the connections in step).
+  return -math.log(1 - math.random()) * interval
 end
 
 function request()
@@ -137,8 +141,8 @@ def run_wrk(
     rate: float | None = None,
 ) -> WrkResult:
     """Send every post once over `connections` connections (one wrk thread), as fast as they
-    are answered, or at about `rate` per second (each connection waits connections/rate
-    seconds between requests: the offered load of a steady sender)."""
+    are answered, or at about `rate` per second (each connection waits an exponentially
+    distributed time, mean connections/rate seconds, between requests: a steady Poisson load)."""
     wrk = ensure_wrk()
     connections = max(1, min(connections, len(posts)))
     interval_ms = 0 if rate is None else max(0, round(connections / rate * 1000))

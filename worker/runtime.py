@@ -29,10 +29,13 @@ log = logging.getLogger("payhook.runtime")
 
 
 class ProcessRuntime:
-    def __init__(self, settings: Settings, app: Celery, *, pre_ping: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, app: Celery, *, pre_ping: bool = True, fixed_pool: bool = False
+    ) -> None:
         self.settings = settings
         self.app = app
         self.pre_ping = pre_ping
+        self.fixed_pool = fixed_pool
         self.policy: RetryPolicy = settings.retry_policy()
         self.reading: Reading = settings.reading()
         self.body_retention = timedelta(days=settings.body_retention_days)
@@ -46,6 +49,7 @@ class ProcessRuntime:
             pool_size=self.settings.db_pool_size,
             lock_timeout_ms=self.settings.db_lock_timeout_ms,
             pre_ping=self.pre_ping,
+            max_overflow=0 if self.fixed_pool else None,
         )
 
     def unit_of_work(self) -> UnitOfWork:
@@ -97,12 +101,18 @@ class ProcessRuntime:
         return True
 
 
-def start_runtime(settings: Settings, *, pre_ping: bool = True) -> ProcessRuntime:
+def start_runtime(
+    settings: Settings, *, pre_ping: bool = True, fixed_pool: bool = False
+) -> ProcessRuntime:
     """This process's runtime on a new Celery app, installed as the one the tasks use.
 
     Workers pass `pre_ping=False`: a task that meets a dead pooled connection retries it as a
     transient error, so checking every connection before use would only add a round trip.
+    The receiver passes `fixed_pool=True`: its pool never overflows (it bounds its request
+    threads to the pool's size instead), so that no request opens a connection of its own.
     """
-    runtime = ProcessRuntime(settings, create_app(settings), pre_ping=pre_ping)
+    runtime = ProcessRuntime(
+        settings, create_app(settings), pre_ping=pre_ping, fixed_pool=fixed_pool
+    )
     shims.install(lambda: runtime)
     return runtime

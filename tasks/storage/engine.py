@@ -12,12 +12,19 @@ LOCK_TIMEOUT_MS = 5_000
 
 
 def make_engine(
-    url: str, *, pool_size: int = 5, lock_timeout_ms: int = LOCK_TIMEOUT_MS, pre_ping: bool = True
+    url: str,
+    *,
+    pool_size: int = 5,
+    lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+    pre_ping: bool = True,
+    max_overflow: int | None = None,
 ) -> Engine:
     """An engine for `url`; nothing connects until first use.
 
     `pre_ping=False` saves a round trip per transaction where a dead pooled connection is
-    already handled: a worker's task retries the transient error it raises.
+    already handled: a worker's task retries the transient error it raises. `max_overflow`
+    (default: as many as `pool_size`) connections are opened beyond the pool when it is
+    exhausted, and closed again when returned.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -25,7 +32,7 @@ def make_engine(
     return create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=pre_ping,
         connect_args={
             # A lock held longer than this is a transient error, retried by the task. (Through

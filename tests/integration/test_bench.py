@@ -1,5 +1,7 @@
-"""`payhook bench` works: a tiny run against real PostgreSQL and Redis exits 0 and writes its
-JSON. A smoke check only: no figure is judged here, the machine running CI is not a benchmark."""
+"""`payhook bench` works: a tiny run against real PostgreSQL and Redis, payhook beside the
+reference design with task events on and off, exits 0 with its invariant holding and writes every
+figure to its JSON. A smoke check only: no figure is judged here, the machine running CI is not a
+benchmark."""
 
 from __future__ import annotations
 
@@ -20,27 +22,22 @@ from tests.integration.stack import DATABASE_URL, REDIS_URL
 
 pytestmark = pytest.mark.integration
 
-FIGURES = {
-    "drain_per_s",
-    "confirm_per_s",
-    "bare_per_s",
-    "bare_p50_ms",
-    "bare_p99_ms",
-    "receiver_per_s",
-    "receiver_p50_ms",
-    "receiver_p99_ms",
-    "unique_per_s",
-    "duplicates_per_s",
-    "hot_per_s",
-    "e2e_per_s",
-    "lag_offered_per_s",
-    "lag_p50_ms",
-    "lag_p99_ms",
-    "e2e_1w_per_s",
-    "e2e_2w_per_s",
-    "rss_receiver_mb",
-    "rss_worker_mb",
-}
+SIDES = ("payhook", "reference")
+PHASES = ("unique", "duplicates", "hot")
+CPU = ("receiver", "worker_main", "worker_children", "pg_worker", "redis", "machine", "load")
+
+
+def _figures(mode: str) -> set[str]:
+    """Every figure a run with task events `mode` must write, for both sides."""
+    names = {f"{mode}.drain.per_s", f"{mode}.drain.cpu_ms.worker"}
+    for side in SIDES:
+        for phase in PHASES:
+            names |= {f"{mode}.{side}.{phase}.processed_per_s"}
+            names |= {f"{mode}.{side}.{phase}.cpu_ms.{group}" for group in CPU}
+        names |= {f"{mode}.{side}.unique.received_per_s", f"{mode}.{side}.e2e.per_s"}
+        names |= {f"{mode}.{side}.e2e.cpu_ms.{group}" for group in CPU}
+        names |= {f"{mode}.{side}.lag.p99_ms", f"{mode}.{side}.unique.connections_opened"}
+    return names
 
 
 def _services() -> tuple[str, str]:
@@ -74,8 +71,8 @@ def test_a_tiny_bench_run_passes_its_invariant_check_and_writes_every_figure(
             "bench",
             "--scale",
             "0.01",
-            "--scaling",
-            "1,2",
+            "--task-events",
+            "on,off",
             "--database-url",
             database_url,
             "--redis-url",
@@ -97,16 +94,25 @@ def test_a_tiny_bench_run_passes_its_invariant_check_and_writes_every_figure(
     assert result.returncode == 0, output
     assert "invariant" in result.stdout
     document = json.loads(out.read_text())
-    assert set(document["figures"]) >= FIGURES
+    figures = document["figures"]
+    missing = (_figures("on") | _figures("off")) - set(figures)
+    assert not missing, sorted(missing)
+    for side in SIDES:
+        assert figures[f"rss.{side}.receiver"] > 0
+        assert figures[f"rss.{side}.worker_child"] > 0
+        # CPU was read from /proc: a side that processed deliveries spent some
+        assert figures[f"on.{side}.unique.cpu_ms.worker"] > 0
     assert document["invariant"]["ok"] is True
     assert document["invariant"]["deliveries"] == document["invariant"]["outcomes"] > 0
     assert document["refused"] == {}
-    assert {c["name"] for c in document["comparisons"]} >= {
-        "end to end vs empty-task drain",
-        "receiver vs bare insert endpoint",
-        "duplicates vs unique",
-        "hot payment vs distinct payments",
-        "lag p99 at half load",
-        "worker peak RSS",
-    }
+    labels = {c["label"] for c in document["comparisons"]}
+    assert {
+        "receiver (all its processes)",
+        "worker, main + children",
+        "machine (all of the above)",
+        "payhook end to end / empty-task drain",
+        "payhook duplicates / unique backlog",
+        "payhook hot payment / unique backlog",
+        "receive-to-outcome lag p99 there",
+    } <= labels
     assert len(document["runs"]) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -59,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the webhook receiver and the API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        help="server processes, each with its own connection pool (default: the CPU count, "
+        "%(default)s here)",
+    )
     serve.set_defaults(run="worker.cli.serve:serve_command")
 
     worker = sub.add_parser(
@@ -166,6 +174,13 @@ def _parser() -> argparse.ArgumentParser:
     add_bench_command(sub)
     add_soak_command(sub)
     return parser
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return number
 
 
 def iso_time(value: str) -> datetime:

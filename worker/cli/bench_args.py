@@ -9,30 +9,32 @@ from typing import Any
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/payhook_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 DESCRIPTION = """\
-Measure payhook against its ceilings in one run, on loopback: its own PostgreSQL database
-(created, then dropped) and Redis database (flushed), `payhook serve`, `payhook worker` and a
-bare insert endpoint as subprocesses. Prints one table (and --json-out writes the same figures):
+Measure payhook side by side with a plain design of the same flow, in one run, on loopback: its
+own PostgreSQL database (created, then dropped) and Redis database (flushed); `payhook serve` and
+`payhook worker`, and the reference's receiver and worker, as subprocesses. Nothing of the
+reference is payhook's: a raw ASGI receiver under uvicorn's defaults (verify, one INSERT through a
+psycopg pool, one Celery publish) and a plain Celery task confirming in one psycopg transaction,
+with its own tables, Celery app and settings. The load generator is wrk (installed with apt-get
+when missing and run as root), cycling through pre-signed unique bodies.
 
-  ceilings     empty-task drain with payhook's worker settings; payhook's confirmation
-               transaction straight on PostgreSQL from several threads; a bare ASGI endpoint
-               that only INSERTs the delivery, under the same load as the receiver
-  receiver     signed Stripe deliveries accepted per second (workers paused), p50/p99
-  end to end   unique events for registered payments, first POST to last outcome; then the
-               receive-to-outcome lag at a steady load of half that rate
-  backlog      processing rate of unique events, of 100 copies of each event, and of distinct
-               events that all confirm one payment (lock contention)
-  scaling      end to end with 1, 2 and 4 worker processes; peak RSS of every process
+The headline is CPU per delivery, read from /proc over each measured window and split by
+process: receiver, worker main, worker children, the PostgreSQL backends serving each (by
+application name), the Redis server (INFO cpu; shared with its other clients) and wrk. Printed
+for unique deliveries, duplicates, a hot payment and end to end, with task events on (as Flower
+needs them) and off; then rates, the empty-task drain of the reference's Celery app, the lag at
+half the end-to-end rate, the connections the receiver opened, and peak RSS.
 
 The run ends with the invariant check (every delivery exactly one outcome, no payment confirmed
-twice, each phase the outcomes it must have) and exits 1 if it fails or a request was refused.
-Targets are shown, not enforced."""
+twice, each phase the outcomes it must have; payhook and reference) and exits 1 if it fails or a
+request was refused. Targets are shown, not enforced."""
 
 
 def add_bench_command(sub: Any) -> None:
     """Register `payhook bench` on the CLI's subparsers."""
     bench = sub.add_parser(
         "bench",
-        help="measure throughput, latency and memory against their ceilings (loopback only)",
+        help="CPU per delivery, rates, lag and memory of payhook beside a plain design "
+        "(loopback only)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -60,9 +62,10 @@ def add_bench_command(sub: Any) -> None:
         "--events",
         metavar="K",
         type=_positive_int,
-        default=20_000,
-        help="end-to-end events (and payments) before --scale; the drain publishes as many "
-        "empty tasks, each scaling run sends K/2 and the steady load K/4 (default: %(default)s)",
+        default=2_000,
+        help="deliveries per phase before --scale: K unique, K duplicates of K/100 events, K/5 "
+        "for one payment, K end to end, K/4 at half that rate, K empty tasks "
+        "(default: %(default)s)",
     )
     bench.add_argument(
         "--repeat",
@@ -75,7 +78,7 @@ def add_bench_command(sub: Any) -> None:
         "--connections",
         metavar="N",
         type=_positive_int,
-        default=32,
+        default=16,
         help="concurrent connections of the load generator (default: %(default)s)",
     )
     bench.add_argument(
@@ -83,22 +86,23 @@ def add_bench_command(sub: Any) -> None:
         metavar="N",
         type=_positive_int,
         default=2,
-        help="prefork processes of the worker outside the scaling runs, as deployed "
+        help="prefork processes of each worker, payhook's and the reference's "
         "(default: %(default)s)",
     )
     bench.add_argument(
-        "--scaling",
-        metavar="N,..",
-        type=_counts,
-        default="1,2,4",
-        help="worker process counts of the scaling runs; '' for none (default: %(default)s)",
-    )
-    bench.add_argument(
-        "--confirm-threads",
+        "--receiver-processes",
         metavar="N",
         type=_positive_int,
-        default=8,
-        help="client threads of the confirmation-transaction ceiling (default: %(default)s)",
+        default=1,
+        help="server processes of each receiver, payhook's (serve --workers) and the "
+        "reference's (uvicorn --workers) (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--task-events",
+        metavar="on,off",
+        type=_modes,
+        default="on,off",
+        help="measure with the workers' task events on, off, or both (default: %(default)s)",
     )
     bench.add_argument(
         "--phase-timeout",
@@ -136,5 +140,8 @@ def _positive_float(value: str) -> float:
     return number
 
 
-def _counts(value: str) -> tuple[int, ...]:
-    return tuple(_positive_int(part) for part in value.split(",") if part.strip())
+def _modes(value: str) -> tuple[str, ...]:
+    modes = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not modes or set(modes) - {"on", "off"}:
+        raise argparse.ArgumentTypeError(f"on, off or on,off, not {value!r}")
+    return modes

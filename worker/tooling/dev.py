@@ -25,6 +25,8 @@ usage: ./dev COMMAND [ARGS...]
                   broker, no services needed)
   test [ARGS]     ensure PostgreSQL, Redis, RabbitMQ and PgBouncer run, then `pytest ARGS`
                   (paths are relative to the repo root, e.g. ./dev test tests/unit -q)
+  bench [ARGS]    ensure PostgreSQL and Redis, then `payhook bench ARGS` (payhook beside a
+                  plain design; installs wrk with apt-get when root; see --help)
   mutants [NAMES] the must-kill mutants (tests/mutants/must_kill.toml), one at a time:
                   fails if one survives or its snippet moved (--check: snippets only)
   mutate [ARGS]   cosmic-ray over the guarantee modules (installs cosmic-ray in .venv);
@@ -118,6 +120,17 @@ def lint(_args: Sequence[str]) -> int:
     return 1 if failed else 0
 
 
+def bench(args: Sequence[str]) -> int:
+    """PostgreSQL and Redis ensured, then `payhook bench` (which installs wrk when root)."""
+    try:
+        devservices.ensure_postgresql()
+        devservices.ensure_redis()
+    except ServiceError as error:
+        say(str(error))
+        return 1
+    os.execv(VENV_BIN / "payhook", ["payhook", "bench", *args])  # noqa: S606
+
+
 def demo(args: Sequence[str]) -> int:
     os.execv(VENV_BIN / "payhook", ["payhook", "demo", *args])  # noqa: S606
 
@@ -130,6 +143,7 @@ def usage(_args: Sequence[str]) -> int:
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": demo,
     "test": test,
+    "bench": bench,
     "mutants": mutants,
     "mutate": mutate,
     "services": services,

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
@@ -17,9 +30,12 @@ from worker.web.errors import HttpError
 from worker.web.limits import BoundedBodies
 from worker.web.metrics import WebhookMetrics
 
+log = logging.getLogger("payhook.web")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 def create_http_app(rt: ProcessRuntime) -> FastAPI:
-    app = FastAPI(title="payhook", version="0.1.0")
+    app = FastAPI(title="payhook", version="0.1.0", lifespan=_lifespan)
     app.state.runtime = rt
     app.add_middleware(WebhookMetrics)
     # Outermost: a body is bounded (and /api's token checked) before any route reads it.
@@ -60,9 +76,46 @@ def create_http_app(rt: ProcessRuntime) -> FastAPI:
 
     @app.get("/metrics", tags=["health"])
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    rt: ProcessRuntime = app.state.runtime
+    if rt.fixed_pool:
+        # As many request threads as pooled connections, every connection open before the
+        # first request: a request never waits for a connection, nor opens one.
+        to_thread.current_default_thread_limiter().total_tokens = rt.settings.db_pool_size
+        await run_in_threadpool(_open_pool, rt)
+    yield
+
+
+def _registry() -> CollectorRegistry:
+    """This process's metrics; with PROMETHEUS_MULTIPROC_DIR set (`serve --workers N`), the
+    sum of every server process's, whichever process answers the scrape."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def _open_pool(rt: ProcessRuntime) -> None:
+    if rt.engine.dialect.name == "sqlite":
+        return  # no pool: SQLite opens a connection per unit of work
+    held = []
+    try:
+        for _ in range(rt.settings.db_pool_size):
+            held.append(rt.engine.connect())
+    except SQLAlchemyError as error:
+        # Not fatal: requests answer 503 until the database is back, and reconnect then.
+        log.warning("database unreachable at start: %s", type(error).__name__)
+    finally:
+        for conn in held:
+            conn.close()
 
 
 def _reachable(rt: ProcessRuntime) -> tuple[bool, bool]:

@@ -131,11 +131,9 @@ async def accept(
     is left to the sweeper: the deliveries are durable already.
     """
     try:
+        # One trip to a thread for both: the commit, then the publishes (after it, as before).
         delivery_ids = await run_in_threadpool(
-            store_deliveries,
-            rt.unit_of_work(),
-            [(event, headers, body) for event, body in items],
-            received_at=rt.now(),
+            _store_and_publish, rt, [(event, headers, body) for event, body in items]
         )
     except Unstorable as error:
         DELIVERIES_RECEIVED.labels(provider=provider, answer="400").inc()
@@ -143,14 +141,17 @@ async def accept(
     except SQLAlchemyError:
         DELIVERIES_RECEIVED.labels(provider=provider, answer="503").inc()
         raise database_unavailable() from None
-    await run_in_threadpool(_publish_all, rt, delivery_ids)
     DELIVERIES_RECEIVED.labels(provider=provider, answer=answer).inc(len(delivery_ids))
     return delivery_ids
 
 
-def _publish_all(rt: ProcessRuntime, delivery_ids: list[int]) -> None:
+def _store_and_publish(
+    rt: ProcessRuntime, items: list[tuple[PaymentEvent, str, bytes]]
+) -> list[int]:
+    delivery_ids = store_deliveries(rt.unit_of_work(), items, received_at=rt.now())
     for delivery_id in delivery_ids:
-        rt.try_publish(delivery_id)
+        rt.try_publish(delivery_id)  # a failed publish is left to the sweeper, never raised
+    return delivery_ids
 
 
 async def accept_one(

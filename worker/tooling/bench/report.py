@@ -1,4 +1,5 @@
-"""What `payhook bench` shows: one table, and the same figures as a JSON document."""
+"""What `payhook bench` shows: one table, payhook and the reference side by side, and the
+same figures as a JSON document. Targets are shown, never enforced."""
 
 from __future__ import annotations
 
@@ -11,86 +12,208 @@ from rich.table import Table
 
 from worker.tooling.bench.phases import Sizes
 
+PHASE_TITLES = {
+    "unique": "unique deliveries",
+    "duplicates": "duplicates (100 copies of each event)",
+    "hot": "a hot payment (distinct events, one payment)",
+    "e2e": "end to end (worker running)",
+}
+CPU_ROWS = (
+    ("receiver", "receiver (all its processes)"),
+    ("worker_main", "worker main process"),
+    ("worker_children", "worker children"),
+    ("worker", "worker, main + children"),
+    ("pg_receiver", "PostgreSQL, receiver's backends"),
+    ("pg_worker", "PostgreSQL, worker's backends"),
+    ("redis", "Redis server (shared)"),
+    ("machine", "machine (all of the above)"),
+    ("load", "load generator (wrk)"),
+)
+TARGETED = {"receiver", "worker", "machine"}  # CPU per delivery <= 1.5x the reference's
+CPU_TARGET = 1.5
+
 
 @dataclass(frozen=True)
-class Figure:
-    key: str
+class Row:
+    """One line: payhook's figure `mine`, the reference's `theirs`, their ratio (or the ratio
+    `over` names), and a target for the ratio or, without one, for the value."""
+
     label: str
     unit: str
-    section: str
+    mine: str | None
+    theirs: str | None = None
+    target: float | None = None
+    at_most: bool = False
+    over: tuple[str, str] | None = None  # the ratio of two other figures
+    section: str = ""
+    on: str = "ratio"  # what the target judges: "ratio", or "payhook" (its own figure)
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """`value` over `ceiling` (a ratio), or `value` alone against an absolute `target`."""
-
-    name: str
-    value: str
-    ceiling: str | None
-    target: float | None
-    at_most: bool = False  # the target is an upper bound (lag, memory)
-
-
-def figures(
-    sizes: Sizes, connections: int, workers: int, confirm_threads: int, scaling: Sequence[int]
-) -> list[Figure]:
-    """Every figure of a run, in the order of the table."""
-    backlog = "processing a backlog"
-    listed = [
-        Figure("drain_per_s", f"empty-task drain, {workers} procs", "tasks/s", "ceilings"),
-        Figure("confirm_per_s", f"confirm tx, {confirm_threads} threads", "tx/s", "ceilings"),
-        Figure("bare_per_s", f"bare insert, {connections} conns", "req/s", "ceilings"),
-        Figure("bare_p50_ms", "bare insert p50", "ms", "ceilings"),
-        Figure("bare_p99_ms", "bare insert p99", "ms", "ceilings"),
-        Figure("receiver_per_s", f"receiver, {connections} conns", "req/s", "receiver"),
-        Figure("receiver_p50_ms", "receiver p50", "ms", "receiver"),
-        Figure("receiver_p99_ms", "receiver p99", "ms", "receiver"),
-        Figure("e2e_per_s", f"end to end, {sizes.events} events", "events/s", "end to end"),
-        Figure("e2e_receiver_per_s", "  receiver meanwhile", "req/s", "end to end"),
-        Figure("lag_offered_per_s", "half load offered", "events/s", "end to end"),
-        Figure("lag_p50_ms", "lag p50 at half load", "ms", "end to end"),
-        Figure("lag_p99_ms", "lag p99 at half load", "ms", "end to end"),
-        Figure("unique_per_s", f"unique, {sizes.receiver} events", "deliveries/s", backlog),
-        Figure(
-            "duplicates_per_s",
-            f"duplicates, {sizes.duplicates} of {sizes.duplicate_events} events",
-            "deliveries/s",
-            backlog,
-        ),
-        Figure("hot_per_s", f"hot payment, {sizes.hot} events", "deliveries/s", backlog),
-    ]
-    listed += [
-        Figure(f"e2e_{n}w_per_s", f"end to end, {n} procs", "events/s", "scaling") for n in scaling
-    ]
-    listed += [
-        Figure("rss_receiver_mb", "receiver", "MiB", "peak RSS"),
-        Figure("rss_bare_mb", "bare insert", "MiB", "peak RSS"),
-        Figure("rss_worker_mb", "worker, largest process", "MiB", "peak RSS"),
-        Figure("rss_worker_main_mb", "  worker main process", "MiB", "peak RSS"),
-        Figure("rss_worker_pool_mb", "  worker pool process", "MiB", "peak RSS"),
-    ]
-    return listed
-
-
-def comparisons(scaling: Sequence[int]) -> list[Comparison]:
-    listed = [
-        Comparison("end to end vs empty-task drain", "e2e_per_s", "drain_per_s", 1.0),
-        Comparison("end to end vs confirmation transaction", "e2e_per_s", "confirm_per_s", None),
-        Comparison("receiver vs bare insert endpoint", "receiver_per_s", "bare_per_s", 0.7),
-        Comparison("receiver p99 vs bare p99", "receiver_p99_ms", "bare_p99_ms", None),
-        Comparison("lag p99 at half load", "lag_p99_ms", None, 250.0, at_most=True),
-        Comparison("duplicates vs unique", "duplicates_per_s", "unique_per_s", 1.5),
-        Comparison("hot payment vs distinct payments", "hot_per_s", "unique_per_s", 0.5),
-        Comparison("worker peak RSS", "rss_worker_mb", None, 120.0, at_most=True),
-    ]
-    if scaling:
-        first = scaling[0]
+def rows(modes: Sequence[str], sizes: Sizes) -> list[Row]:
+    listed: list[Row] = []
+    for mode in modes:
+        events = f"task events {mode}"
+        for phase in ("unique", "duplicates", "hot", "e2e"):
+            section = f"CPU per delivery, {PHASE_TITLES[phase]}, {events}"
+            for key, label in CPU_ROWS:
+                targeted = key in TARGETED and phase in ("unique", "e2e")
+                listed.append(
+                    Row(
+                        f"  {label}",
+                        "ms",
+                        f"{mode}.payhook.{phase}.cpu_ms.{key}",
+                        f"{mode}.reference.{phase}.cpu_ms.{key}",
+                        CPU_TARGET if targeted else None,
+                        at_most=True,
+                        section=section,
+                    )
+                )
+        section = f"rates, {events}"
+        p, r = f"{mode}.payhook", f"{mode}.reference"
         listed += [
-            Comparison(
-                f"{n} vs {first} worker processes", f"e2e_{n}w_per_s", f"e2e_{first}w_per_s", None
-            )
-            for n in scaling[1:]
+            Row(
+                f"  receiver, worker paused, {sizes.unique}",
+                "req/s",
+                f"{p}.unique.received_per_s",
+                f"{r}.unique.received_per_s",
+                section=section,
+            ),
+            Row(
+                f"  backlog of {sizes.unique} unique",
+                "deliveries/s",
+                f"{p}.unique.processed_per_s",
+                f"{r}.unique.processed_per_s",
+                section=section,
+            ),
+            Row(
+                f"  backlog of {sizes.duplicates} duplicates",
+                "deliveries/s",
+                f"{p}.duplicates.processed_per_s",
+                f"{r}.duplicates.processed_per_s",
+                section=section,
+            ),
+            Row(
+                f"  backlog of {sizes.hot} for one payment",
+                "deliveries/s",
+                f"{p}.hot.processed_per_s",
+                f"{r}.hot.processed_per_s",
+                section=section,
+            ),
+            Row(
+                f"  end to end, {sizes.end_to_end}",
+                "deliveries/s",
+                f"{p}.e2e.per_s",
+                f"{r}.e2e.per_s",
+                0.67,
+                section=section,
+            ),
+            Row(
+                f"  empty-task drain, {sizes.drain} (reference app)",
+                "tasks/s",
+                f"{mode}.drain.per_s",
+                section=section,
+            ),
+            Row(
+                "  payhook end to end / empty-task drain",
+                "",
+                None,
+                None,
+                1.0,
+                over=(f"{p}.e2e.per_s", f"{mode}.drain.per_s"),
+                section=section,
+            ),
+            Row(
+                "  reference end to end / empty-task drain",
+                "",
+                None,
+                None,
+                over=(f"{r}.e2e.per_s", f"{mode}.drain.per_s"),
+                section=section,
+            ),
+            Row(
+                "  empty task, worker CPU",
+                "ms/task",
+                f"{mode}.drain.cpu_ms.worker",
+                section=section,
+            ),
+            Row(
+                "  payhook duplicates / unique backlog",
+                "",
+                None,
+                None,
+                1.5,
+                over=(f"{p}.duplicates.processed_per_s", f"{p}.unique.processed_per_s"),
+                section=section,
+            ),
+            Row(
+                "  payhook hot payment / unique backlog",
+                "",
+                None,
+                None,
+                0.5,
+                over=(f"{p}.hot.processed_per_s", f"{p}.unique.processed_per_s"),
+                section=section,
+            ),
+            Row(
+                "  receiver p99 under load",
+                "ms",
+                f"{p}.unique.receive_p99_ms",
+                f"{r}.unique.receive_p99_ms",
+                section=section,
+            ),
+            Row(
+                "  half the end-to-end rate, offered",
+                "deliveries/s",
+                f"{p}.lag.offered_per_s",
+                f"{r}.lag.offered_per_s",
+                section=section,
+            ),
+            Row(
+                "  receive-to-outcome lag p50 there",
+                "ms",
+                f"{p}.lag.p50_ms",
+                f"{r}.lag.p50_ms",
+                section=section,
+            ),
+            Row(
+                "  receive-to-outcome lag p99 there",
+                "ms",
+                f"{p}.lag.p99_ms",
+                f"{r}.lag.p99_ms",
+                250.0,
+                at_most=True,
+                section=section,
+                on="payhook",
+            ),
+            Row(
+                "  PostgreSQL connections opened, receiver under load",
+                "",
+                f"{p}.unique.connections_opened",
+                f"{r}.unique.connections_opened",
+                0.0,
+                at_most=True,
+                section=section,
+                on="payhook",
+            ),
         ]
+    section = "peak RSS (largest process of each kind)"
+    for key, label, target in (
+        ("receiver", "receiver", 150.0),
+        ("worker_main", "worker main process", 120.0),
+        ("worker_child", "worker child", 120.0),
+    ):
+        listed.append(
+            Row(
+                f"  {label}",
+                "MiB",
+                f"rss.payhook.{key}",
+                f"rss.reference.{key}",
+                target,
+                at_most=True,
+                section=section,
+                on="payhook",
+            )
+        )
     return listed
 
 
@@ -99,102 +222,88 @@ def medians(runs: Sequence[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs if key in run) for key in sorted(keys)}
 
 
-def judged(comparison: Comparison, values: dict[str, float]) -> dict[str, Any]:
-    """A comparison with its ratio (if it has a ceiling) and whether its target is met."""
-    value = values.get(comparison.value)
-    ceiling = values.get(comparison.ceiling) if comparison.ceiling else None
-    ratio = value / ceiling if value is not None and ceiling else None
-    measured = ratio if comparison.ceiling else value
+def judged(row: Row, values: dict[str, float]) -> dict[str, Any]:
+    """A row with its values, ratio and whether its target is met."""
+    mine = values.get(row.mine) if row.mine else None
+    theirs = values.get(row.theirs) if row.theirs else None
+    ratio = None
+    if row.over is not None:
+        top, bottom = (values.get(key) for key in row.over)
+        ratio = top / bottom if top is not None and bottom else None
+    elif mine is not None and theirs:
+        ratio = mine / theirs
+    measured = ratio if row.on == "ratio" else mine
     met = None
-    if comparison.target is not None and measured is not None:
-        met = measured <= comparison.target if comparison.at_most else measured >= comparison.target
+    if row.target is not None and measured is not None:
+        met = measured <= row.target if row.at_most else measured >= row.target
     return {
-        "name": comparison.name,
-        "value_key": comparison.value,
-        "value": value,
-        "ceiling_key": comparison.ceiling,
-        "ceiling": ceiling,
+        "label": row.label.strip(),
+        "section": row.section,
+        "unit": row.unit,
+        "payhook_key": row.mine,
+        "payhook": mine,
+        "reference_key": row.theirs,
+        "reference": theirs,
         "ratio": ratio,
-        "target": comparison.target,
-        "target_is": "at_most" if comparison.at_most else "at_least",
+        "target": row.target,
+        "target_is": "at_most" if row.at_most else "at_least",
+        "target_on": row.on,
         "met": met,
     }
 
 
-def table(
-    listed: Sequence[Figure],
-    values: dict[str, float],
-    runs: Sequence[dict[str, float]],
-    judgements: Sequence[dict[str, Any]],
-    invariant: dict[str, Any],
-    title: str,
-) -> Table:
-    by_value: dict[str, list[dict[str, Any]]] = {}
-    for judgement in judgements:
-        by_value.setdefault(judgement["value_key"], []).append(judgement)
-    names = {figure.key: figure.label for figure in listed}
-    spread = len(runs) > 1
+def table(judgements: Sequence[dict[str, Any]], invariant: dict[str, Any], title: str) -> Table:
     grid = Table(title=title, title_justify="left")
-    grid.add_column("measure")
-    grid.add_column("value", justify="right")
-    grid.add_column("unit")
-    if spread:
-        grid.add_column(f"range of {len(runs)}", justify="right")
-    grid.add_column("compared with")
-    grid.add_column("ratio", justify="right")
-    grid.add_column("target", justify="right")
-    grid.add_column("met", justify="center")
+    for name, justify in (
+        ("measure", "left"),
+        ("payhook", "right"),
+        ("reference", "right"),
+        ("unit", "left"),
+        ("ratio", "right"),
+        ("target", "right"),
+        ("met", "center"),
+    ):
+        grid.add_column(name, justify=justify)  # type: ignore[arg-type]
     section = None
-    for figure in listed:
-        if figure.key not in values:
+    for j in judgements:
+        if j["payhook"] is None and j["reference"] is None and j["ratio"] is None:
             continue
-        if figure.section != section:
+        if j["section"] != section:
             if section is not None:
                 grid.add_section()
-            grid.add_row(f"[bold]{figure.section}[/bold]")
-            section = figure.section
-        rows: list[dict[str, Any] | None] = [*by_value.get(figure.key, [])] or [None]
-        for i, compared in enumerate(rows):
-            cells = (
-                [f"  {figure.label}", _number(values[figure.key]), figure.unit]
-                if i == 0
-                else ["", "", ""]
-            )
-            if spread:
-                cells.append(_range(runs, figure.key) if i == 0 else "")
-            cells += _judgement_cells(compared, names)
-            grid.add_row(*cells)
+            grid.add_row(f"[bold]{j['section']}[/bold]")
+            section = j["section"]
+        target = ""
+        if j["target"] is not None:
+            sign = "<=" if j["target_is"] == "at_most" else ">="
+            target = f"{sign} {j['target']:g}" + ("x" if j["target_on"] == "ratio" else "")
+        met = {True: "[green]yes[/green]", False: "[red]no[/red]", None: ""}[j["met"]]
+        grid.add_row(
+            f"  {j['label']}",
+            _number(j["payhook"]),
+            _number(j["reference"]),
+            j["unit"],
+            f"{j['ratio']:.2f}x" if j["ratio"] is not None else "",
+            target,
+            met,
+        )
     verdict = "[green]holds[/green]" if invariant["ok"] else "[red]FAILS[/red]"
     detail = f"{invariant['deliveries']} deliveries, {invariant['outcomes']} outcomes"
     if invariant["problems"]:
         detail += "; " + "; ".join(invariant["problems"])
     grid.caption = (
-        f"invariant (one outcome per delivery, no payment confirmed twice): {verdict}; {detail}"
+        "invariant (one outcome per delivery, no payment confirmed twice, every phase its "
+        f"outcomes; payhook and reference): {verdict}; {detail}"
     )
     grid.caption_justify = "left"
     return grid
 
 
-def _judgement_cells(judgement: dict[str, Any] | None, names: dict[str, str]) -> list[str]:
-    if judgement is None:
-        return ["", "", "", ""]
-    against = (
-        names.get(judgement["ceiling_key"] or "", "").strip() if judgement["ceiling_key"] else ""
-    )
-    ratio = f"{judgement['ratio']:.2f}x" if judgement["ratio"] is not None else ""
-    target = ""
-    if judgement["target"] is not None:
-        sign = "<=" if judgement["target_is"] == "at_most" else ">="
-        suffix = "x" if judgement["ceiling_key"] else ""
-        target = f"{sign} {judgement['target']:g}{suffix}"
-    met = {True: "[green]yes[/green]", False: "[red]no[/red]", None: ""}[judgement["met"]]
-    return [against, ratio, target, met]
-
-
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
-
-
-def _range(runs: Sequence[dict[str, float]], key: str) -> str:
-    seen = [run[key] for run in runs if key in run]
-    return f"{_number(min(seen))}-{_number(max(seen))}" if seen else ""
+def _number(value: float | None) -> str:
+    if value is None:
+        return ""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:,.1f}"
+    return f"{value:,.2f}"

@@ -1,5 +1,7 @@
 """The stack `payhook bench` runs against: its own PostgreSQL database and Redis database on
-loopback, `payhook serve`, `payhook worker` and the bare insert endpoint as subprocesses."""
+loopback; `payhook serve` and `payhook worker`, and the reference design's receiver and worker,
+as subprocesses. Each process's PostgreSQL connections carry an application name of its own
+(libpq's PGAPPNAME), so that the benchmark can tell their backends apart."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,19 +24,22 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from tasks.migrate import upgrade
-from worker.settings import Settings
-from worker.taskqueue.app import QUEUE, create_app
+from worker.taskqueue.app import QUEUE
+from worker.tooling.bench.reference import schema
+from worker.tooling.bench.reference.tasks import QUEUE as REFERENCE_QUEUE
 from worker.tooling.processes import children, free_port, start
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 CONTROL_TIMEOUT_S = 5.0
-# The empty task, registered only in the benchmark's worker: `--include` imports its module.
-EMPTY_TASK = "payhook.bench.empty"
-EMPTY_TASK_MODULE = "worker.tooling.bench.tasks"
-# Kombu's Redis transport keeps a message it handed out (and that is not acked yet) here.
-UNACKED_KEY = "unacked"
+APP_NAMES = {
+    "payhook receiver": "bench-payhook-receiver",
+    "payhook worker": "bench-payhook-worker",
+    "reference receiver": "bench-reference-receiver",
+    "reference worker": "bench-reference-worker",
+}
+BENCH_APP_NAME = "bench-monitor"  # the benchmark's own connections, never counted
 
 
 class BenchError(Exception):
@@ -54,6 +58,12 @@ def create_database(url: str) -> None:
     name = database_name(url)
     _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
     upgrade(url)
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(schema.TABLES)
+    finally:
+        engine.dispose()
 
 
 def drop_database(url: str) -> None:
@@ -120,6 +130,7 @@ class Worker:
     service: Service
     node: str
     processes: int
+    queue: str
 
     def pids(self) -> list[int]:
         """The worker's main process, then its pool processes."""
@@ -139,40 +150,60 @@ class Stack:
     _redis: redis.Redis | None = None
     _started: int = 0
 
-    @property
-    def env(self) -> dict[str, str]:
+    def env(self, role: str) -> dict[str, str]:
         # The stack's own settings only: no PAYHOOK_* of the caller's environment leaks in.
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PAYHOOK_")}
-        return {
-            **inherited,
-            "PAYHOOK_DATA_DIR": str(self.logs / "data"),
-            "PAYHOOK_DATABASE_URL": self.database_url,
-            "PAYHOOK_BROKER_URL": self.redis_url,
-            "PAYHOOK_STRIPE_WEBHOOK_SECRETS": self.stripe_secret,
-            # Bodies are signed before a phase starts; a long phase must not outlive them.
-            "PAYHOOK_SIGNATURE_TOLERANCE_S": "3600",
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PAYHOOK_", "REFERENCE_", "PG"))
         }
+        env = {**inherited, "PGAPPNAME": APP_NAMES[role]}
+        if role.startswith("payhook"):
+            env.update(
+                PAYHOOK_DATA_DIR=str(self.logs / "data"),
+                PAYHOOK_DATABASE_URL=self.database_url,
+                PAYHOOK_BROKER_URL=self.redis_url,
+                PAYHOOK_STRIPE_WEBHOOK_SECRETS=self.stripe_secret,
+            )
+        else:
+            env.update(
+                REFERENCE_DATABASE_URL=self.libpq_url,
+                REFERENCE_BROKER_URL=self.redis_url,
+                REFERENCE_STRIPE_SECRET=self.stripe_secret,
+            )
+        return env
+
+    @property
+    def libpq_url(self) -> str:
+        """The database URL as libpq takes it (no SQLAlchemy driver name)."""
+        url = make_url(self.database_url).set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
 
     @property
     def app(self) -> Celery:
-        """The bench's own Celery client: publishes the empty task, pauses and resumes."""
+        """A plain Celery client: publishes the empty tasks, pauses and resumes workers."""
         if self._app is None:
-            self._app = create_app(
-                Settings(database_url=self.database_url, broker_url=self.redis_url)
-            )
+            self._app = Celery("bench-client", broker=self.redis_url, set_as_current=False)
+            self._app.conf.broker_connection_retry_on_startup = True
         return self._app
 
-    def start_receiver(self) -> tuple[Service, str]:
+    def start_receiver(self, processes: int) -> tuple[Service, str]:
         port = free_port()
-        service = self._start("receiver", _payhook("serve", "--port", str(port)))
+        command = _payhook("serve", "--port", str(port), "--workers", str(processes))
+        service = self._start("payhook receiver", command)
         base_url = f"http://127.0.0.1:{port}"
         self._wait_http(service, f"{base_url}/readyz")
         return service, base_url
 
-    def start_bare(self) -> tuple[Service, str]:
+    def start_reference_receiver(self, processes: int, pool_size: int) -> tuple[Service, str]:
         port = free_port()
-        command = [sys.executable, "-m", "worker.tooling.bench.bare", "--port", str(port)]
-        service = self._start("bare insert endpoint", command)
+        # uvicorn's defaults (access log, its choice of loop and HTTP parser), its own workers.
+        command = [sys.executable, "-m", "uvicorn", "--factory", "--port", str(port)]
+        command += ["--workers", str(processes)] if processes > 1 else []
+        command += ["worker.tooling.bench.reference.receiver:create_app"]
+        env = self.env("reference receiver")
+        env["REFERENCE_POOL_SIZE"] = str(pool_size)
+        service = self._start("reference receiver", command, env)
         base_url = f"http://127.0.0.1:{port}"
         self._wait_http(service, f"{base_url}/healthz")
         return service, base_url
@@ -185,13 +216,23 @@ class Stack:
             str(processes),
             "--hostname",
             node,
-            "--include",
-            EMPTY_TASK_MODULE,
             # Mingle only makes a starting worker wait for its peers' answers; nothing measured.
             "--without-mingle",
         )
-        service = self._start(f"worker ({processes} processes)", command)
-        worker = Worker(service, node, processes)
+        return self._worker("payhook worker", command, node, processes, QUEUE)
+
+    def start_reference_worker(self, processes: int) -> Worker:
+        node = f"reference{processes}-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
+        command = [sys.executable, "-m", "worker.tooling.bench.reference.tasks", "worker"]
+        command += ["--concurrency", str(processes), "--hostname", node, "--without-mingle"]
+        command += ["--loglevel", "INFO"]
+        return self._worker("reference worker", command, node, processes, REFERENCE_QUEUE)
+
+    def _worker(
+        self, role: str, command: list[str], node: str, processes: int, queue: str
+    ) -> Worker:
+        service = self._start(role, command)
+        worker = Worker(service, node, processes, queue)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             service.check_alive()
@@ -201,7 +242,7 @@ class Stack:
                 return worker
             time.sleep(0.2)
         raise BenchError(
-            f"the worker did not answer within {START_TIMEOUT_S:.0f} s; see {service.log}"
+            f"the {role} did not answer within {START_TIMEOUT_S:.0f} s; see {service.log}"
         )
 
     def stop(self, service: Service) -> None:
@@ -211,37 +252,39 @@ class Stack:
 
     def pause(self, worker: Worker) -> None:
         """Stop the worker taking tasks (it finishes the ones it has): a backlog builds up."""
-        self._control(worker, "cancel_consumer")
+        self._control(worker, "cancel_consumer", worker.queue)
         # A poll issued just before the cancel may still be waiting on the queue (kombu polls
         # for one second): let it run out so that no message slips through.
         time.sleep(1.2)
 
     def resume(self, worker: Worker) -> None:
-        self._control(worker, "add_consumer")
+        self._control(worker, "add_consumer", worker.queue)
 
-    def _control(self, worker: Worker, command: str) -> None:
+    def task_events(self, worker: Worker, on: bool) -> None:
+        """Turn the worker's task events on (as Flower needs them) or off."""
+        self._control(worker, "enable_events" if on else "disable_events")
+
+    def _control(self, worker: Worker, command: str, *args: str) -> None:
         replies = getattr(self.app.control, command)(
-            QUEUE, destination=[worker.node], reply=True, timeout=CONTROL_TIMEOUT_S
+            *args, destination=[worker.node], reply=True, timeout=CONTROL_TIMEOUT_S
         )
         if not replies:
             worker.service.check_alive()
             raise BenchError(f"the worker did not answer {command}; see {worker.service.log}")
 
-    def executed(self, worker: Worker, task: str) -> int:
-        """How many `task`s the worker ran since it started (Celery's own count)."""
-        stats: dict[str, Any] = (
-            self.app.control.inspect([worker.node], timeout=CONTROL_TIMEOUT_S).stats() or {}
-        )
-        totals: dict[str, int] = stats.get(worker.node, {}).get("total", {})
-        return int(totals.get(task, 0))
+    def redis_cpu_s(self) -> float:
+        """CPU seconds the Redis server has used (INFO cpu): shared with its other clients."""
+        info = self.redis.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
-    def queue_empty(self) -> tuple[bool, int]:
-        """(nothing waiting and nothing handed out unacked, messages waiting)."""
+    @property
+    def redis(self) -> redis.Redis:
         if self._redis is None:
             self._redis = redis.Redis.from_url(self.redis_url, socket_timeout=5)
-        client = self._redis
-        waiting = int(client.llen(QUEUE))
-        return waiting == 0 and int(client.hlen(UNACKED_KEY)) == 0, waiting
+        return self._redis
+
+    def queue_length(self, queue: str) -> int:
+        return int(self.redis.llen(queue))
 
     def check_alive(self) -> None:
         for service in self.services:
@@ -255,11 +298,11 @@ class Stack:
         if self._redis is not None:
             self._redis.close()
 
-    def _start(self, name: str, command: list[str]) -> Service:
+    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Service:
         self.logs.mkdir(parents=True, exist_ok=True)
         self._started += 1
-        log = self.logs / f"{self._started:02d}-{name.split()[0]}.log"
-        process = start(command, self.env, log)
+        log = self.logs / f"{self._started:02d}-{name.replace(' ', '-')}.log"
+        process = start(command, env or self.env(name), log)
         service = Service(name, process, log)
         self.services.append(service)
         return service

@@ -1,4 +1,4 @@
-"""What the unit tests share: a migrated SQLite database, one per test."""
+"""What the unit tests share: a migrated SQLite database, and the ASGI app in-process."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from tasks.migrate import upgrade
 from tasks.storage.engine import make_engine
+from tests.unit.webapp import Harness, harness_for, make_settings
 
 
 @pytest.fixture
@@ -20,3 +21,12 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = make_engine(url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    """The receiver and API in-process; every publish checked to come after its commit."""
+    harness = harness_for(make_settings(tmp_path), monkeypatch)
+    yield harness
+    harness.runtime.engine.dispose()
+    assert harness.publisher.uncommitted == [], "published before the commit"

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from tasks.migrate import upgrade
-from tests.unit.test_receiver import AUTH, make_settings
+from tests.unit.webapp import AUTH, make_settings
 from worker.runtime import ProcessRuntime
 from worker.taskqueue.app import create_app
 from worker.web.app import create_http_app

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_receiver import (
+from tests.unit.webapp import (
     Harness,
-    app,  # noqa: F401  (the fixture)
     assert_error,
     create_order,
     create_payment,
@@ -19,7 +18,7 @@ from tests.unit.test_receiver import (
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-def test_a_manual_confirmation_is_listed_in_the_feed_in_id_order(app: Harness) -> None:  # noqa: F811
+def test_a_manual_confirmation_is_listed_in_the_feed_in_id_order(app: Harness) -> None:
     create_order(app)
     payment_id = create_payment(app).json()["id"]
     assert app.api("POST", f"/api/payments/{payment_id}/confirm").status_code == 200
@@ -47,7 +46,7 @@ def test_a_manual_confirmation_is_listed_in_the_feed_in_id_order(app: Harness) -
     assert app.api("GET", "/api/events?limit=1").json() == events[:1]
 
 
-def test_the_feed_needs_the_token_and_refuses_pages_over_a_thousand(app: Harness) -> None:  # noqa: F811
+def test_the_feed_needs_the_token_and_refuses_pages_over_a_thousand(app: Harness) -> None:
     assert_error(app.client.get("/api/events"), 401)
     assert app.api("GET", "/api/events?limit=1001").status_code == 422
     assert app.api("GET", "/api/events?after=-1").status_code == 422

@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from domain.events import MalformedEvent
 from domain.providers import adyen, paypal, standard, stripe
-from tests.unit.test_receiver import (
+from tests.unit.webapp import (
     STRIPE_EVENT,
     TOKEN,
     Harness,

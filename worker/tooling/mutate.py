@@ -56,10 +56,10 @@ TARGETS = (
     Target(
         "receiving",
         "worker/web/receiving.py",
-        ("tests/unit/test_receiver.py",),
-        ("accept", "_publish_all", "accept_one"),
+        ("tests/unit/stripe/test_receiving.py", "tests/unit/adyen/test_receiving.py"),
+        ("accept", "_store_and_publish", "accept_one"),
     ),
-    Target("sweeping", "tasks/sweeping.py", ("tests/unit/test_processing.py",)),
+    Target("sweeping", "tasks/sweeping.py", ("tests/unit/test_sweeping.py",)),
     Target(
         "replaying",
         "tasks/replaying.py",

@@ -16,7 +16,7 @@ import pytest
 from tasks.policy import RetryPolicy
 from tasks.processing import process_delivery
 from tests.fixture_files import fixture_json
-from tests.unit.test_receiver import NOW, Harness, harness_for, make_settings
+from tests.unit.webapp import NOW, Harness, harness_for, make_settings
 
 PI = "pi_000000000000000000000000"
 CHARGE = "ch_000000000000000000000000"

@@ -105,6 +105,7 @@ _START = (
     .where(deliveries.c.status != "processed")
     .values(
         started_at=bindparam("now", type_=deliveries.c.started_at.type),
+        suspected_at=None,
         redeliveries=deliveries.c.redeliveries
         + case((deliveries.c.started_at.is_not(None), 1), else_=0),
     )
@@ -332,7 +333,19 @@ class Deliveries:
         self._conn.execute(
             update(deliveries)
             .where(deliveries.c.id.in_(delivery_ids))
-            .values(sweeps=deliveries.c.sweeps + 1, next_attempt_at=now, published_at=now)
+            .values(
+                sweeps=deliveries.c.sweeps + 1,
+                next_attempt_at=now,
+                published_at=now,
+                suspected_at=None,
+            )
+        )
+
+    def suspect(self, delivery_ids: list[int], now: datetime) -> None:
+        if not delivery_ids:
+            return
+        self._conn.execute(
+            update(deliveries).where(deliveries.c.id.in_(delivery_ids)).values(suspected_at=now)
         )
 
     def reopen(self, delivery_id: int, now: datetime) -> None:
@@ -373,16 +386,17 @@ class Deliveries:
                 next_attempt_at=now,
                 started_at=None,
                 published_at=now,
+                suspected_at=None,
             )
         )
 
     def maybe_lost(
         self, published_before: datetime, started_before: datetime, limit: int
-    ) -> tuple[int, list[int]]:
+    ) -> tuple[int, list[tuple[int, datetime | None]]]:
         """Deliveries whose task message may be lost: received (not deferred, not processed),
         last published before `published_before`, and not started since, or started before
-        `started_before` (longer ago than an attempt may run). How many, and the ids of the
-        `limit` published longest ago."""
+        `started_before` (longer ago than an attempt may run). How many, and (id, suspected
+        at) of the `limit` published longest ago."""
         which = (
             (deliveries.c.status == "received")
             & (deliveries.c.published_at < published_before)
@@ -390,9 +404,12 @@ class Deliveries:
         )
         total = self._conn.execute(select(func.count()).where(which)).scalar_one()
         rows = self._conn.execute(
-            select(deliveries.c.id).where(which).order_by(deliveries.c.published_at).limit(limit)
+            select(deliveries.c.id, deliveries.c.suspected_at)
+            .where(which)
+            .order_by(deliveries.c.published_at)
+            .limit(limit)
         )
-        return int(total), [row.id for row in rows]
+        return int(total), [(row.id, row.suspected_at) for row in rows]
 
 
 @cache

@@ -75,6 +75,8 @@ deliveries = Table(
     _timestamp("started_at", nullable=True),
     # The last publish of its task message (receipt, a sweep, a replay, a retry's due time).
     _timestamp("published_at", nullable=True),
+    # The sweep that first found it neither started nor queued; the next one publishes it.
+    _timestamp("suspected_at", nullable=True),
     # A replay restarts the wait for a payment from here instead of from received_at.
     _timestamp("replayed_at", nullable=True),
     Column("headers", Text, nullable=False),  # JSON: only the headers that matter

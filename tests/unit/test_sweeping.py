@@ -59,16 +59,39 @@ def stored(engine: Engine, count: int, *, ago: timedelta = timedelta(hours=1)) -
     ]
 
 
-def test_a_delivery_left_without_an_outcome_is_published_again(engine: Engine) -> None:
+SECOND = timedelta(seconds=1)
+# A delivery that looks lost is published once it still does a task time limit later.
+LATER = timedelta(seconds=POLICY.time_limit_s)
+
+
+def test_a_delivery_left_without_an_outcome_is_published_again_at_the_next_sweep(
+    engine: Engine,
+) -> None:
     (lost,) = stored(engine, 1)
     recent = deliver_stripe(engine, stripe_body("evt_new"), received_at=NOW - timedelta(minutes=1))
     published: list[int] = []
 
-    report = run_sweep(engine, published)
+    first = run_sweep(engine, published)  # it looks lost: remembered, not published yet
+    second = run_sweep(engine, published, at=LATER - SECOND)
+    third = run_sweep(engine, published, at=LATER)
 
-    assert published == report.republished == [lost]
+    assert first.republished == second.republished == []
+    assert published == third.republished == [lost]
     assert recent not in published
     assert count(engine, outcomes) == 0
+
+
+def test_a_message_a_worker_took_but_had_not_started_is_not_published_again(
+    engine: Engine,
+) -> None:
+    (taken,) = stored(engine, 1)
+    published: list[int] = []
+
+    run_sweep(engine, published)  # the worker's process was busy running this very sweep
+    assert start_attempt(taken, UnitOfWork(engine), NOW + SECOND, POLICY) is None
+    run_sweep(engine, published, at=LATER)
+
+    assert published == []
 
 
 def test_processed_deliveries_are_left_alone(engine: Engine) -> None:
@@ -78,6 +101,7 @@ def test_processed_deliveries_are_left_alone(engine: Engine) -> None:
     published: list[int] = []
 
     run_sweep(engine, published)
+    run_sweep(engine, published, at=LATER)
 
     assert published == []
 
@@ -86,10 +110,11 @@ def test_a_delivery_is_published_again_at_most_once_per_period(engine: Engine) -
     (lost,) = stored(engine, 1)
     published: list[int] = []
 
-    run_sweep(engine, published)
-    run_sweep(engine, published, at=POLICY.sweep_after - timedelta(seconds=1))
+    for second in range(int((LATER + POLICY.sweep_after).total_seconds())):  # every second
+        run_sweep(engine, published, at=second * SECOND)
     assert published == [lost]
-    run_sweep(engine, published, at=PERIOD)
+    for second in range(int((LATER + POLICY.sweep_after).total_seconds()) + 1):
+        run_sweep(engine, published, at=LATER + PERIOD + second * SECOND)
     assert published == [lost, lost]
 
 
@@ -97,11 +122,12 @@ def test_deliveries_queued_behind_a_backlog_are_not_published_again(engine: Engi
     backlog = stored(engine, 300)
     published: list[int] = []
 
-    # The queue holds every one of them: nothing is lost.
-    report = run_sweep(engine, published, queued=300)
-    assert report.republished == []
+    # The queue holds every one of them: nothing is lost, however often it sweeps.
+    for second in range(3):
+        assert run_sweep(engine, published, queued=300, at=second * SECOND).republished == []
     # It holds 200: the queue is first in, first out, so the 100 published first are lost.
-    report = run_sweep(engine, published, queued=200)
+    run_sweep(engine, published, queued=200, at=3 * SECOND)
+    report = run_sweep(engine, published, queued=200, at=3 * SECOND + LATER)
     assert report.republished == backlog[:100]
 
 
@@ -112,13 +138,17 @@ def test_a_backlog_waiting_longer_than_every_sweep_budget_is_never_recorded_dead
     backlog = stored(engine, 20)
     published: list[int] = []
 
-    for period in range(10):  # no worker for ten periods; the queue was lost meanwhile
-        run_sweep(engine, published, queued=0, at=period * PERIOD, policy=policy)
+    for period in range(10):  # no worker for twenty periods; the queue was lost meanwhile
+        at = period * 2 * (PERIOD + LATER)
+        run_sweep(engine, published, queued=0, at=at, policy=policy)
+        run_sweep(engine, published, queued=0, at=at + LATER, policy=policy)
 
     assert count(engine, outcomes) == 0
-    assert published == backlog * 10  # once per period each, never more
+    assert published == backlog * 10  # never more than once per period each
     # A worker that starts one now finds no attempt lost: none was ever started.
-    assert start_attempt(backlog[0], UnitOfWork(engine), NOW + 10 * PERIOD, policy) is None
+    assert (
+        start_attempt(backlog[0], UnitOfWork(engine), NOW + 20 * (PERIOD + LATER), policy) is None
+    )
 
 
 def test_only_attempts_started_and_lost_use_up_the_budget(engine: Engine) -> None:
@@ -126,13 +156,15 @@ def test_only_attempts_started_and_lost_use_up_the_budget(engine: Engine) -> Non
     (delivery,) = stored(engine, 1)
     published: list[int] = []
     # Longer ago than an attempt may run (the time limit) and the sweep period together.
-    stale = timedelta(seconds=policy.time_limit_s) + PERIOD
+    stale = timedelta(seconds=policy.time_limit_s) + PERIOD + LATER
 
     for attempt in range(1, 4):
         at = attempt * stale
         # A worker starts it and dies with its message (a broker restarted empty meanwhile).
         assert start_attempt(delivery, UnitOfWork(engine), NOW + at, policy) is None
-        assert run_sweep(engine, published, at=at + stale, policy=policy).republished == [delivery]
+        run_sweep(engine, published, at=at + stale, policy=policy)
+        swept = run_sweep(engine, published, at=at + stale + LATER, policy=policy)
+        assert swept.republished == [delivery]
     verdict = start_attempt(delivery, UnitOfWork(engine), NOW + 4 * stale, policy)
 
     assert verdict is not None
@@ -149,6 +181,8 @@ def test_an_attempt_still_running_is_not_published_again(engine: Engine) -> None
     assert start_attempt(delivery, UnitOfWork(engine), NOW, POLICY) is None
 
     run_sweep(engine, published, at=PERIOD)  # within the time limit: it may still finish
+    run_sweep(engine, published, at=PERIOD + SECOND)
+    run_sweep(engine, published, at=PERIOD + LATER - SECOND)
 
     assert published == []
 
@@ -159,7 +193,8 @@ def test_a_broker_that_cannot_say_its_depth_leaves_the_sweeper_publishing_once_p
     (lost,) = stored(engine, 1)
     published: list[int] = []
 
-    report = run_sweep(engine, published, queued=None)
+    run_sweep(engine, published, queued=None)
+    report = run_sweep(engine, published, queued=None, at=LATER)
 
     assert report.republished == [lost]
     assert report.queued is None

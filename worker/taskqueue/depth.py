@@ -15,16 +15,15 @@ log = logging.getLogger("payhook.broker")
 def queue_depth(app: Celery, queue: str) -> int | None:
     """Messages waiting in `queue`, or None when the broker does not answer.
 
-    A passive declare: the length of the Redis lists, or RabbitMQ's ready messages plus one per
-    consumer (RabbitMQ hands each worker process's consumer a message before it starts it).
-    A queue that does not exist (an empty Redis list has no key) holds nothing.
+    A passive declare: the length of the Redis lists, or RabbitMQ's ready messages. A queue that
+    does not exist (an empty Redis list has no key) holds nothing.
     """
     try:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
             channel: Any = connection.default_channel
             declared = channel.queue_declare(queue=queue, passive=True)
-            return int(declared.message_count) + int(declared.consumer_count or 0)
+            return int(declared.message_count)
     except NotFound:
         return 0
     except ChannelError as error:

@@ -1,4 +1,4 @@
-"""attempts: when a worker started a delivery, when it was last published
+"""attempts: when a worker started a delivery, when it was last published, when it looked lost
 
 Revision ID: 0005
 Revises: 0003
@@ -20,6 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.add_column(sa.Column("started_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("published_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("suspected_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(
             batch_op.f("ix_deliveries_status_published_at"),
             ["status", "published_at"],
@@ -35,5 +36,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deliveries_status_published_at"))
+        batch_op.drop_column("suspected_at")
         batch_op.drop_column("published_at")
         batch_op.drop_column("started_at")

@@ -104,6 +104,7 @@ def test_a_dead_delivery_can_be_replayed(engine: Engine) -> None:
     result = process_delivery(delivery, UnitOfWork(engine), NOW, RetryPolicy())
 
     assert replay is not None and replay.replayed
+    assert replay.why == "was dead; published again"  # what the operator is told
     assert result.outcome.kind is OutcomeKind.APPLIED
 
 

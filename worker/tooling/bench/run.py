@@ -14,6 +14,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -62,6 +63,8 @@ def bench_command(_settings: Settings, args: argparse.Namespace, _extra: list[st
     except (BenchError, WrkMissing) as error:
         print(f"payhook bench: {error}", file=sys.stderr)
         return 2
+    # A SIGTERM stops the run like an error does: its processes are stopped, its database dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     sizes = Sizes.scaled(args.events, args.scale)
     logs = args.log_dir or Path(tempfile.mkdtemp(prefix="payhook-bench-"))
     started = time.time()

@@ -67,7 +67,8 @@ A_CONFIRMATION_AND_A_REFUND = Scenario(
 )
 
 
-PAYMENT_LOADED = "SELECT payments.id, payments.order_id"
+# The one statement that loads (and locks) an order with its payment (tasks/storage/repositories.py).
+PAYMENT_LOADED = "SELECT orders.id AS o_id, orders.reference AS o_reference"
 DELIVERY_LOADED = "SELECT deliveries.id, deliveries.provider"
 
 

@@ -6,11 +6,11 @@ as subprocesses. Each process's PostgreSQL connections carry an application name
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,7 +27,9 @@ from tasks.migrate import upgrade
 from worker.taskqueue.app import QUEUE
 from worker.tooling.bench.reference import schema
 from worker.tooling.bench.reference.tasks import QUEUE as REFERENCE_QUEUE
-from worker.tooling.processes import children, free_port, start
+from worker.tooling.processes import children, free_port
+from worker.tooling.stack import Stack as ProcessStack
+from worker.tooling.stack import StackError, payhook
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 START_TIMEOUT_S = 60.0
@@ -105,7 +107,10 @@ def flush_redis(url: str) -> None:
 
 @dataclass
 class Service:
+    """One process of the run, started by the harness (worker/tooling/stack.py) as `key`."""
+
     name: str
+    key: str
     process: subprocess.Popen[bytes]
     log: Path
 
@@ -114,15 +119,6 @@ class Service:
             raise BenchError(
                 f"{self.name} exited with status {self.process.returncode}; see {self.log}"
             )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT_S)
 
 
 @dataclass
@@ -146,6 +142,7 @@ class Stack:
     logs: Path
     stripe_secret: str
     services: list[Service] = field(default_factory=list)
+    _harness: ProcessStack | None = None
     _app: Celery | None = None
     _redis: redis.Redis | None = None
     _started: int = 0
@@ -246,9 +243,17 @@ class Stack:
         )
 
     def stop(self, service: Service) -> None:
-        service.stop()
+        """SIGTERM, as an orchestrator stops it; SIGKILL to its group if it outstays that."""
+        with suppress(StackError, KeyError):
+            self.harness.terminate(service.key, STOP_TIMEOUT_S)
         if service in self.services:
             self.services.remove(service)
+
+    @property
+    def harness(self) -> ProcessStack:
+        if self._harness is None:
+            self._harness = ProcessStack({}, self.logs)
+        return self._harness
 
     def pause(self, worker: Worker) -> None:
         """Stop the worker taking tasks (it finishes the ones it has): a backlog builds up."""
@@ -299,11 +304,10 @@ class Stack:
             self._redis.close()
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Service:
-        self.logs.mkdir(parents=True, exist_ok=True)
         self._started += 1
-        log = self.logs / f"{self._started:02d}-{name.replace(' ', '-')}.log"
-        process = start(command, env or self.env(name), log)
-        service = Service(name, process, log)
+        key = f"{self._started:02d}-{name.replace(' ', '-')}"
+        process = self.harness.start(key, command, env or self.env(name))
+        service = Service(name, key, process, self.harness.log_of(key))
         self.services.append(service)
         return service
 
@@ -323,4 +327,4 @@ class Stack:
 
 
 def _payhook(*args: str) -> list[str]:
-    return [sys.executable, "-m", "worker.cli", *args]
+    return payhook(*args)

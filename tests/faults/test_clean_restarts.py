@@ -15,11 +15,13 @@ RESTARTS = 6  # more than the budget of lost attempts (5)
 def test_warm_restarts_while_a_delivery_waits_never_record_it_worker_lost(
     stack: FaultStack,
 ) -> None:
-    # A deferral long enough that each worker stops while it holds the delivery's retry: on
-    # Redis, its warm shutdown puts the message back, marked redelivered.
-    stack.env["PAYHOOK_DEFERRAL_CAP_S"] = "30"
-    stack.env["PAYHOOK_VISIBILITY_TIMEOUT_S"] = "60"
+    # The delivery waits in the database for its payment; beat wakes it every second or two, so
+    # each worker meets it again, and each stops (SIGTERM, a warm shutdown) right after an
+    # attempt, with the next wake's message perhaps already queued or handed back.
+    stack.env["PAYHOOK_DEFERRAL_CAP_S"] = "2"
+    stack.env["PAYHOOK_WAKE_INTERVAL_S"] = "1"
     stack.start_receiver()
+    stack.start_beat()
     stack.wait_ready()
     (delivery_id,) = stack.deliver([succeeded(1)])  # its payment is not registered yet
 

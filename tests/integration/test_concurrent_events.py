@@ -67,7 +67,7 @@ A_CONFIRMATION_AND_A_REFUND = Scenario(
 )
 
 
-# The one statement that loads (and locks) an order with its payment (tasks/storage/repositories.py).
+# The one statement that loads and locks an order with its payment (tasks/storage/repositories).
 PAYMENT_LOADED = "SELECT orders.id AS o_id, orders.reference AS o_reference"
 DELIVERY_LOADED = "SELECT deliveries.id, deliveries.provider"
 

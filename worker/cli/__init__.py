@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from worker.cli import unreachable
 from worker.cli.bench_args import add_bench_command
 from worker.cli.soak_args import add_soak_command
 from worker.logs import configure_logging
@@ -35,7 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"payhook: {error}", file=sys.stderr)
         return 2
     configure_logging(json=settings.log_format == "json")
-    return entry_point(args.run)(settings, args, extra)
+    try:
+        return entry_point(args.run)(settings, args, extra)
+    except unreachable.FAILURES as error:
+        # An operator's command against a database or broker it cannot reach: one line, the
+        # password hidden, never a traceback.
+        print(unreachable.explain(error, settings), file=sys.stderr)
+        return 1
 
 
 def entry_point(target: str) -> Command:

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, Select, func, or_, select
 
 from domain.events import MalformedEvent
-from domain.payments import Order
 from domain.providers import parse_delivery
+from tasks.storage.repositories import order_from_row
 from tasks.storage.tables import (
     deliveries,
     orders,
@@ -156,15 +156,7 @@ def order(conn: Connection, reference: str) -> dict[str, Any] | None:
     if row is None:
         return None
     # The domain says what paid means; the read side only shows it.
-    model = Order(
-        row.id,
-        row.reference,
-        row.total,
-        row.currency,
-        row.paid_amount,
-        row.refunded_amount,
-        row.disputed_amount,
-    )
+    model = order_from_row(row)
     return {
         "id": row.id,
         "reference": row.reference,

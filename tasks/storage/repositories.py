@@ -59,6 +59,19 @@ def outcome_from_row(row: Any) -> Outcome:
     )
 
 
+def order_from_row(row: Any) -> Order:
+    """An order as the domain knows it, from a row of the orders table."""
+    return Order(
+        row.id,
+        row.reference,
+        row.total,
+        row.currency,
+        row.paid_amount,
+        row.refunded_amount,
+        row.disputed_amount,
+    )
+
+
 def insert_ignoring_conflicts(conn: Connection, table: Any) -> Insert:
     """INSERT … ON CONFLICT DO NOTHING in the connection's dialect."""
     return _insert_ignoring_conflicts(conn.dialect.name, table)
@@ -511,15 +524,7 @@ class Payments:
         ).one_or_none()
         if row is None:
             return None
-        return Order(
-            row.id,
-            row.reference,
-            row.total,
-            row.currency,
-            row.paid_amount,
-            row.refunded_amount,
-            row.disputed_amount,
-        )
+        return order_from_row(row)
 
     def lock_by_reference(
         self, provider: str, reference: str, *, with_history: bool = True

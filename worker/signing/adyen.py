@@ -26,13 +26,12 @@ def verify_adyen_item(item: Mapping[str, Any], keys: Sequence[str]) -> None:
     """
     _check_keys(keys)
     received = _received_signature(item)
-    signable = _signable(item)
-    if not any(same_signature(_signature(signable, key), received) for key in keys):
+    if not any(same_signature(expected_signature(item, key), received) for key in keys):
         raise SignatureError("no valid signature")
 
 
-def sign_adyen_item(item: Mapping[str, Any], key: str) -> str:
-    """Return the `hmacSignature` Adyen would put into the item's additionalData."""
+def expected_signature(item: Mapping[str, Any], key: str) -> str:
+    """The `hmacSignature` that `item` must carry when signed with `key` (hex)."""
     _check_keys([key])
     return _signature(_signable(item), key)
 

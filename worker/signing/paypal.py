@@ -102,27 +102,6 @@ def verify_paypal(
         raise SignatureError("no valid signature") from None
 
 
-def sign_paypal(
-    body: bytes,
-    key: rsa.RSAPrivateKey,
-    *,
-    cert_url: str,
-    webhook_id: str,
-    transmission_id: str,
-    transmission_time: str,
-) -> dict[str, str]:
-    """Return the headers PayPal would send for `body`, signed with `key` (tests, demos)."""
-    message = signed_message(transmission_id, transmission_time, webhook_id, body)
-    signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
-    return {
-        "paypal-transmission-id": transmission_id,
-        "paypal-transmission-time": transmission_time,
-        "paypal-transmission-sig": base64.b64encode(signature).decode("ascii"),
-        "paypal-auth-algo": AUTH_ALGO,
-        "paypal-cert-url": cert_url,
-    }
-
-
 class PayPalCertificates:
     """PayPal's signing certificates by URL: fetched once per process, checked at every use.
 

@@ -28,7 +28,7 @@ from tests.fixture_files import fixture_json
 from tests.unit.committed import CommittedPublisher
 from worker.runtime import ProcessRuntime
 from worker.settings import Settings
-from worker.signing.adyen import sign_adyen_item, verify_adyen_item
+from worker.signing.adyen import expected_signature, verify_adyen_item
 from worker.signing.errors import SignatureError
 from worker.taskqueue.app import create_app
 from worker.web.app import create_http_app
@@ -204,7 +204,7 @@ def make_receiver(tmp_path: Path, keys: str, **settings: Any) -> Iterator[Receiv
 def signed(item: dict[str, Any], key: str = KEY) -> dict[str, Any]:
     """The item re-signed with `key` (the fixtures' own signatures verify with no known key)."""
     item = copy.deepcopy(item)
-    item.setdefault("additionalData", {})["hmacSignature"] = sign_adyen_item(item, key)
+    item.setdefault("additionalData", {})["hmacSignature"] = expected_signature(item, key)
     return item
 
 

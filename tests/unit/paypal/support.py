@@ -9,6 +9,7 @@ a loopback HTTP server).
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -38,10 +39,11 @@ from worker.runtime import ProcessRuntime
 from worker.settings import Settings
 from worker.signing.errors import SignatureError
 from worker.signing.paypal import (
+    AUTH_ALGO,
     SIGNING_NAMES,
     CertificateUnavailable,
     PayPalCertificates,
-    sign_paypal,
+    signed_message,
     verify_paypal,
 )
 from worker.taskqueue.app import create_app
@@ -310,3 +312,24 @@ def body_of(name: str, **changes: Any) -> bytes:
 
 
 RELATED = {"related_ids": {"order_id": "5O190127TN364715T"}}
+
+
+def sign_paypal(
+    body: bytes,
+    key: rsa.RSAPrivateKey,
+    *,
+    cert_url: str,
+    webhook_id: str,
+    transmission_id: str,
+    transmission_time: str,
+) -> dict[str, str]:
+    """The headers PayPal would send for `body`, signed with `key` (the tests' own PKI)."""
+    message = signed_message(transmission_id, transmission_time, webhook_id, body)
+    signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    return {
+        "paypal-transmission-id": transmission_id,
+        "paypal-transmission-time": transmission_time,
+        "paypal-transmission-sig": base64.b64encode(signature).decode("ascii"),
+        "paypal-auth-algo": AUTH_ALGO,
+        "paypal-cert-url": cert_url,
+    }

@@ -54,8 +54,9 @@ def scoped(name: str) -> str:
     return f"{SCOPE}_{name}"
 
 
-def fresh_database(name: str) -> str:
-    """Drop and recreate database `name` on the test server; return its URL, migrated."""
+def fresh_database(name: str, *, migrate: bool = True) -> str:
+    """Drop and recreate database `name` on the test server; return its URL, migrated unless
+    `migrate` is false (a deploy's own migrate command is to make the schema)."""
     name = scoped(name)
     url = make_url(DATABASE_URL)
     admin = url.set(drivername="postgresql", database="postgres").render_as_string(False)
@@ -66,7 +67,8 @@ def fresh_database(name: str) -> str:
     except psycopg.OperationalError:
         service_missing(f"PostgreSQL at {url.render_as_string(True)}")
     database = url.set(database=name).render_as_string(False)
-    upgrade(database)
+    if migrate:
+        upgrade(database)
     return database
 
 

@@ -24,13 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import yaml
-from sqlalchemy.engine import make_url
 
-from tests.conftest import service_missing
-from tests.integration.stack import DATABASE_URL, free_port, fresh_redis, scoped
+from tests.integration.stack import free_port, fresh_database, fresh_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -128,20 +125,6 @@ DEPLOYMENTS = {
 }
 # Where each runs: the image's WORKDIR /app belongs to root; a system unit starts in /.
 WORKING_DIRECTORY = {"compose": "app", "k8s": "app", "dockerfile": "app", "systemd": "/"}
-
-
-def empty_database(name: str) -> str:
-    """A new database with no schema: the deploy's own migrate command must make it."""
-    name = scoped(name)
-    url = make_url(DATABASE_URL)
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(False)
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError:
-        service_missing(f"PostgreSQL at {url.render_as_string(True)}")
-    return url.set(database=name).render_as_string(False)
 
 
 def substituted(command: Command, database: str, broker: str) -> Command:
@@ -260,7 +243,8 @@ def test_every_deploy_command_starts_unprivileged_from_a_read_only_directory(
 ) -> None:
     commands = DEPLOYMENTS[deployment]()
     assert commands, f"{deployment}: no payhook command found"
-    database = empty_database(f"payhook_deploy_{deployment}")
+    # No schema: the deploy's own migrate command must make it.
+    database = fresh_database(f"payhook_deploy_{deployment}", migrate=False)
     broker = fresh_redis()
     cwd = read_only_app if WORKING_DIRECTORY[deployment] == "app" else Path("/")
     logs = tmp_path / "logs"  # written by this process: the commands inherit the open file

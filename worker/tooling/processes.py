@@ -58,7 +58,12 @@ def peak_rss_mb(pid: int) -> float | None:
 
 def children(pid: int) -> list[int]:
     """Direct children of `pid` (the prefork pool of a worker), from /proc."""
-    found = []
+    return sorted(children_by_parent().get(pid, []))
+
+
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, by parent pid, read once from /proc."""
+    parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -68,6 +73,6 @@ def children(pid: int) -> list[int]:
             continue
         # The command name (field 2) may hold spaces: the parent pid follows its ")".
         fields = stat.rpartition(")")[2].split()
-        if len(fields) > 1 and fields[1] == str(pid):
-            found.append(int(entry.name))
-    return sorted(found)
+        if len(fields) > 1:
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    return parents

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker.tooling.processes import children_by_parent
+
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.2
 
@@ -34,17 +36,7 @@ def cpu_seconds(pid: int) -> float | None:
 
 def descendants(pid: int) -> list[int]:
     """`pid` and every process below it, from /proc (uvicorn's workers, prefork pools)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) > 1:
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    parents = children_by_parent()
     found, todo = [], [pid]
     while todo:
         current = todo.pop()

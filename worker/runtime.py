@@ -50,6 +50,7 @@ class ProcessRuntime:
             lock_timeout_ms=self.settings.db_lock_timeout_ms,
             pre_ping=self.pre_ping,
             max_overflow=0 if self.fixed_pool else None,
+            prepared_statements=self.settings.db_prepared_statements,
         )
 
     def unit_of_work(self) -> UnitOfWork:

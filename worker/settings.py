@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(5, gt=0)
     # A row lock waited for longer than this is a transient error, retried by the task.
     db_lock_timeout_ms: int = Field(5000, gt=0)
+    # Server-side prepared statements; false behind a PgBouncer before 1.21 in transaction mode
+    # (deploy/SCALING.md).
+    db_prepared_statements: bool = True
     # Raw bodies (and headers) of processed deliveries are emptied after this many days;
     # outcomes are kept for good, and unmatched or dead deliveries keep their bodies.
     body_retention_days: int = Field(30, gt=0)

@@ -57,7 +57,7 @@ def confirm_payment(
         if outcome.kind is OutcomeKind.APPLIED:
             uow.payments.save(order, payment, before, now)
             if publish is not None:
-                woken = uow.deliveries.wake_awaiting_payment(payment_id, now)
+                woken = uow.deliveries.wake_awaiting(now, payment_id=payment_id)
             record_changes(
                 uow,
                 order_before=order_before,

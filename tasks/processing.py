@@ -115,9 +115,9 @@ def _wake_waiting(
     now known under another reference of the event."""
     if outcome.kind is not OutcomeKind.APPLIED or outcome.payment_id is None or event is None:
         return ()
-    woken = uow.deliveries.wake_awaiting_payment(outcome.payment_id, now)
-    if event.alias is not None:
-        woken += uow.deliveries.wake_awaiting_reference(event.provider, event.alias, now)
+    woken = uow.deliveries.wake_awaiting(
+        now, payment_id=outcome.payment_id, provider=event.provider, reference=event.alias
+    )
     return tuple(woken)
 
 
@@ -129,9 +129,9 @@ def start_attempt(
     Committed on its own, before processing, so that a process killed mid-task leaves its mark
     behind; a message merely handed out again (a warm shutdown, a re-publish) counts nothing.
     Past the budget of lost attempts the delivery is recorded `dead`. Returns the outcome when
-    there is nothing left to process.
+    there is nothing left to process. The mark is one statement, committed as it runs.
     """
-    with uow:
+    with uow.autocommitting():
         lost = uow.deliveries.start(delivery_id, now)
         if lost is None or lost <= policy.max_sweeps:
             uow.commit()
@@ -160,8 +160,7 @@ def record_failure(delivery_id: int, uow: UnitOfWork, now: datetime, reason: Rea
 
 def _finish(uow: UnitOfWork, delivery_id: int, outcome: Outcome, now: datetime) -> None:
     """Record the delivery's one outcome and commit it with everything the decision changed."""
-    uow.outcomes.record(delivery_id, outcome, now)
-    uow.deliveries.mark_processed(delivery_id)
+    uow.deliveries.finish(delivery_id, outcome, now)
     if outcome.kind in _RELEASES_CLAIM:
         uow.idempotency_keys.release(delivery_id)  # the provider's resend processes normally
     uow.commit()

@@ -69,7 +69,7 @@ def create_payment(
         )
         # Without a publisher they wait for their next attempt, as they would.
         woken = (
-            uow.deliveries.wake_awaiting_reference(provider, provider_reference, now)
+            uow.deliveries.wake_awaiting(now, provider=provider, reference=provider_reference)
             if publish is not None
             else []
         )

@@ -37,6 +37,7 @@ from sqlalchemy import (
     update,
 )
 
+from tasks.storage import direct
 from tasks.storage.repositories import insert_ignoring_conflicts
 from tasks.storage.tables import UtcDateTime, notification_sends, notifications, notify_endpoints
 
@@ -90,7 +91,8 @@ class Outbox:
         if self._written + len(items) > PER_TRANSACTION:
             raise ValueError(f"more than {PER_TRANSACTION} notifications in one transaction")
         if self._conn.dialect.name == "postgresql":
-            self._conn.execute(
+            direct.rows(
+                self._conn,
                 _POSTGRES_INSERT,
                 {
                     "first_slot": self._written,

@@ -32,6 +32,8 @@ from domain.payments import (
     Refund,
     RefundStatus,
 )
+from tasks.storage import direct
+from tasks.storage.direct import utc
 from tasks.storage.errors import AlreadyExists
 from tasks.storage.records import DeliveryRecord
 from tasks.storage.tables import (
@@ -112,6 +114,48 @@ _MARK_PROCESSED = (
         started_at=None,
     )
 )
+_RECORD_OUTCOME = insert(outcomes).values(
+    delivery_id=bindparam("delivery_id"),
+    kind=bindparam("kind"),
+    reason=bindparam("reason"),
+    transition=bindparam("transition"),
+    payment_id=bindparam("payment_id"),
+    duplicate_of=bindparam("duplicate_of"),
+    recorded_at=bindparam("recorded_at"),
+)
+# PostgreSQL: the outcome and the processed mark in one round trip (a data-modifying WITH runs
+# whether or not the statement reads it); SQLite runs the two statements.
+_FINISH = _MARK_PROCESSED.add_cte(_RECORD_OUTCOME.cte("recorded"))
+# Deferred deliveries waiting on a payment's state, or for a payment known under a reference,
+# marked to be published now. SKIP LOCKED: a delivery locked right now is being processed, and
+# sees the new state once this transaction commits; waiting for it could deadlock with its
+# payment lock.
+_WAKE_AWAITING = (
+    update(deliveries)
+    .where(
+        deliveries.c.id.in_(
+            select(deliveries.c.id)
+            .where(deliveries.c.status == "deferred")
+            .where(
+                (deliveries.c.awaiting_payment_id == bindparam("of_payment"))
+                | (
+                    (deliveries.c.provider == bindparam("of_provider"))
+                    & (deliveries.c.awaiting_reference == bindparam("of_reference"))
+                )
+            )
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(
+        # `received` again: published now, and covered by the sweeper if that is lost (it
+        # counts a lost message from the time of this publish, not of the first).
+        status="received",
+        next_attempt_at=bindparam("now", type_=deliveries.c.next_attempt_at.type),
+        published_at=bindparam("now", type_=deliveries.c.published_at.type),
+    )
+    .returning(deliveries.c.id)
+)
 _START = (
     update(deliveries)
     .where(deliveries.c.id == bindparam("delivery_id"))
@@ -148,11 +192,11 @@ _PAYMENT_BY_REFERENCE = (
 _PAYMENT_BY_ID: BindParameter[int] = bindparam("payment_id", type_=payments.c.id.type)
 _SAVE_ORDER = (
     update(orders)
-    .where(orders.c.id == bindparam("order_id"))
+    .where(orders.c.id == bindparam("of_order"))
     .values(
-        paid_amount=bindparam("new_paid", type_=orders.c.paid_amount.type),
-        refunded_amount=bindparam("new_refunded", type_=orders.c.refunded_amount.type),
-        disputed_amount=bindparam("new_disputed", type_=orders.c.disputed_amount.type),
+        paid_amount=bindparam("order_paid", type_=orders.c.paid_amount.type),
+        refunded_amount=bindparam("order_refunded", type_=orders.c.refunded_amount.type),
+        disputed_amount=bindparam("order_disputed", type_=orders.c.disputed_amount.type),
     )
 )
 _SAVE_PAYMENT = (
@@ -166,7 +210,8 @@ _SAVE_PAYMENT = (
         updated_at=bindparam("now", type_=payments.c.updated_at.type),
     )
 )
-_RECORD_OUTCOME = insert(outcomes)
+# PostgreSQL: the order and the payment written in one round trip.
+_SAVE_BOTH = _SAVE_PAYMENT.add_cte(_SAVE_ORDER.cte("saved_order"))
 
 
 _ORDER_COLUMNS = [column.label(f"o_{column.name}") for column in orders.c]
@@ -189,6 +234,16 @@ def _locks(which: Any) -> Any:
 
 _LOCKS_BY_REFERENCE = _locks(payments.c.id == _PAYMENT_BY_REFERENCE)
 _LOCKS_BY_ID = _locks(payments.c.id == _PAYMENT_BY_ID)
+_REFUNDS = select(refunds.c.refund_reference, refunds.c.amount, refunds.c.status).where(
+    refunds.c.payment_id == bindparam("payment_id")
+)
+_DISPUTES = select(
+    disputes.c.dispute_reference,
+    disputes.c.amount,
+    disputes.c.status,
+    disputes.c.withdrawn,
+    disputes.c.stage,
+).where(disputes.c.payment_id == bindparam("payment_id"))
 
 
 class Deliveries:
@@ -226,7 +281,7 @@ class Deliveries:
 
     def lock(self, delivery_id: int) -> DeliveryRecord | None:
         """The delivery, locked for this transaction, with its outcome if it has one."""
-        row = self._conn.execute(_LOCK_DELIVERY, {"delivery_id": delivery_id}).one_or_none()
+        row = direct.one_or_none(self._conn, _LOCK_DELIVERY, {"delivery_id": delivery_id})
         if row is None:
             return None
         # The outcome in a statement of its own, after the lock: in PostgreSQL a statement that
@@ -239,8 +294,8 @@ class Deliveries:
             provider=row.provider,
             event_id=row.event_id,
             event_type=row.event_type,
-            received_at=row.received_at,
-            replayed_at=row.replayed_at,
+            received_at=utc(row.received_at) or row.received_at,
+            replayed_at=utc(row.replayed_at),
             redeliveries=row.redeliveries,
             status=row.status,
             attempts=row.attempts,
@@ -250,7 +305,7 @@ class Deliveries:
         )
 
     def _outcome(self, delivery_id: int) -> Outcome | None:
-        row = self._conn.execute(_DELIVERY_OUTCOME, {"delivery_id": delivery_id}).one_or_none()
+        row = direct.one_or_none(self._conn, _DELIVERY_OUTCOME, {"delivery_id": delivery_id})
         return None if row is None else outcome_from_row(row)
 
     def defer(
@@ -283,25 +338,30 @@ class Deliveries:
             (deliveries.c.status == "deferred") & (deliveries.c.next_attempt_at <= now), now, limit
         )
 
-    def wake_awaiting_payment(self, payment_id: int, now: datetime) -> list[int]:
-        """Deferred deliveries waiting on this payment's state, marked to be published now."""
-        return self._wake(
-            (deliveries.c.status == "deferred") & (deliveries.c.awaiting_payment_id == payment_id),
-            now,
+    def wake_awaiting(
+        self,
+        now: datetime,
+        *,
+        payment_id: int | None = None,
+        provider: str | None = None,
+        reference: str | None = None,
+    ) -> list[int]:
+        """Deferred deliveries waiting on this payment's state, or for a payment known under
+        `provider`'s `reference`, marked to be published now: one statement."""
+        woken = direct.rows(
+            self._conn,
+            _WAKE_AWAITING,
+            {
+                "of_payment": payment_id,
+                "of_provider": provider,
+                "of_reference": reference,
+                "now": now,
+            },
         )
+        return [int(row.id) for row in woken]
 
-    def wake_awaiting_reference(self, provider: str, reference: str, now: datetime) -> list[int]:
-        """Deferred deliveries waiting for a payment registered under `reference`."""
-        return self._wake(
-            (deliveries.c.status == "deferred")
-            & (deliveries.c.provider == provider)
-            & (deliveries.c.awaiting_reference == reference),
-            now,
-        )
-
-    def _wake(self, which: Any, now: datetime, limit: int | None = None) -> list[int]:
-        # SKIP LOCKED: a delivery locked right now is being processed, and sees the new state
-        # once this transaction commits; waiting for it could deadlock with its payment lock.
+    def _wake(self, which: Any, now: datetime, limit: int) -> list[int]:
+        # SKIP LOCKED, as in _WAKE_AWAITING.
         query = (
             select(deliveries.c.id)
             .where(which)
@@ -310,8 +370,7 @@ class Deliveries:
         )
         ids = [int(i) for i in self._conn.execute(query.limit(limit)).scalars()]
         if ids:
-            # `received` again: published now, and covered by the sweeper if that is lost (it
-            # counts a lost message from the time of this publish, not of the first).
+            # `received` again, as in _WAKE_AWAITING.
             self._conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id.in_(ids))
@@ -319,8 +378,22 @@ class Deliveries:
             )
         return ids
 
-    def mark_processed(self, delivery_id: int) -> None:
-        self._conn.execute(_MARK_PROCESSED, {"delivery_id": delivery_id})
+    def finish(self, delivery_id: int, outcome: Outcome, now: datetime) -> None:
+        """Record the delivery's one outcome and mark it processed."""
+        values = {
+            "delivery_id": delivery_id,
+            "kind": outcome.kind.value,
+            "reason": None if outcome.reason is None else outcome.reason.value,
+            "transition": outcome.transition,
+            "payment_id": outcome.payment_id,
+            "duplicate_of": outcome.duplicate_of,
+            "recorded_at": now,
+        }
+        if self._conn.dialect.name == "postgresql":
+            direct.rows(self._conn, _FINISH, values)
+        else:
+            self._conn.execute(_RECORD_OUTCOME, values)
+            self._conn.execute(_MARK_PROCESSED, values)
 
     def start(self, delivery_id: int, now: datetime) -> int | None:
         """Mark an attempt started; the attempts lost so far, counting an earlier one that
@@ -328,7 +401,7 @@ class Deliveries:
 
         One statement: it waits for a running attempt's lock and then sees it finished.
         """
-        row = self._conn.execute(_START, {"delivery_id": delivery_id, "now": now}).one_or_none()
+        row = direct.one_or_none(self._conn, _START, {"delivery_id": delivery_id, "now": now})
         return None if row is None else int(row.redeliveries)
 
     def release(self, delivery_id: int, published_at: datetime) -> None:
@@ -428,9 +501,31 @@ class Deliveries:
 @cache
 def _claim(dialect: str) -> Insert:
     # RETURNING, not rowcount: SQLAlchemy does not promise rowcount for this statement.
-    return _insert_ignoring_conflicts(dialect, idempotency_keys).returning(
-        idempotency_keys.c.event_id
+    return (
+        _insert_ignoring_conflicts(dialect, idempotency_keys)
+        .values(
+            provider=bindparam("provider"),
+            event_id=bindparam("event_id"),
+            first_delivery_id=bindparam("first_delivery_id"),
+            fingerprint=bindparam("fingerprint"),
+            claimed_at=bindparam("claimed_at"),
+        )
+        .returning(idempotency_keys.c.event_id)
     )
+
+
+@cache
+def _add_alias(dialect: str) -> Insert:
+    return _insert_ignoring_conflicts(dialect, payment_aliases).values(
+        provider=bindparam("provider"),
+        alias=bindparam("alias"),
+        payment_id=bindparam("payment_id"),
+    )
+
+
+_RELEASE_CLAIMS = delete(idempotency_keys).where(
+    idempotency_keys.c.first_delivery_id == bindparam("delivery_id")
+)
 
 
 class IdempotencyKeys:
@@ -447,20 +542,20 @@ class IdempotencyKeys:
             "fingerprint": fingerprint,
             "claimed_at": now,
         }
-        return self._conn.execute(statement, values).first() is not None
+        return bool(direct.rows(self._conn, statement, values))
 
     def release(self, delivery_id: int) -> None:
         """Give back the claims this delivery holds: it waits, or ended unmatched or dead, so
         the provider's resend of its event (or its own next attempt) starts afresh."""
-        self._conn.execute(
-            delete(idempotency_keys).where(idempotency_keys.c.first_delivery_id == delivery_id)
-        )
+        direct.rows(self._conn, _RELEASE_CLAIMS, {"delivery_id": delivery_id})
 
     def first(self, key: EventKey) -> tuple[int, str]:
         """(first delivery id, body fingerprint) of a claimed event."""
-        row = self._conn.execute(
-            _FIRST_CLAIM, {"provider": key.provider, "event_id": key.event_id}
-        ).one()
+        row = direct.one_or_none(
+            self._conn, _FIRST_CLAIM, {"provider": key.provider, "event_id": key.event_id}
+        )
+        if row is None:
+            raise LookupError(f"no claim of {key}")
         return int(row.first_delivery_id), str(row.fingerprint)
 
 
@@ -538,8 +633,9 @@ class Payments:
 
     def add_alias(self, provider: str, alias: str, payment_id: int) -> None:
         """Remember another reference of a payment; the first payment to claim it keeps it."""
-        self._conn.execute(
-            insert_ignoring_conflicts(self._conn, payment_aliases),
+        direct.rows(
+            self._conn,
+            _add_alias(self._conn.dialect.name),
             {"provider": provider, "alias": alias, "payment_id": payment_id},
         )
 
@@ -550,26 +646,14 @@ class Payments:
         self, locks: Any, picked: dict[str, Any], with_history: bool
     ) -> tuple[Order, Payment] | None:
         # The order and its payment locked together, by the one statement every path uses.
-        row = self._conn.execute(locks, picked).one_or_none()
+        row = direct.one_or_none(self._conn, locks, picked)
         if row is None:
             return None
         refund_rows: Any = ()
         dispute_rows: Any = ()
         if with_history:
-            refund_rows = self._conn.execute(
-                select(refunds.c.refund_reference, refunds.c.amount, refunds.c.status).where(
-                    refunds.c.payment_id == row.id
-                )
-            )
-            dispute_rows = self._conn.execute(
-                select(
-                    disputes.c.dispute_reference,
-                    disputes.c.amount,
-                    disputes.c.status,
-                    disputes.c.withdrawn,
-                    disputes.c.stage,
-                ).where(disputes.c.payment_id == row.id)
-            )
+            refund_rows = direct.rows(self._conn, _REFUNDS, {"payment_id": row.id})
+            dispute_rows = direct.rows(self._conn, _DISPUTES, {"payment_id": row.id})
         order = Order(
             row.o_id,
             row.o_reference,
@@ -602,26 +686,25 @@ class Payments:
 
     def save(self, order: Order, payment: Payment, before: Payment, now: datetime) -> None:
         """Write what the domain changed; `before` is the payment as it was loaded."""
-        self._conn.execute(
-            _SAVE_ORDER,
-            {
-                "order_id": order.id,
-                "new_paid": order.paid_amount,
-                "new_refunded": order.refunded_amount,
-                "new_disputed": order.disputed_amount,
-            },
-        )
-        self._conn.execute(
-            _SAVE_PAYMENT,
-            {
-                "payment_id": payment.id,
-                "new_state": payment.state.value,
-                "new_confirmed_by": payment.confirmed_by,
-                "new_refunded": payment.refunded_amount,
-                "new_disputed": payment.disputed_amount,
-                "now": now,
-            },
-        )
+        order_values = {
+            "of_order": order.id,
+            "order_paid": order.paid_amount,
+            "order_refunded": order.refunded_amount,
+            "order_disputed": order.disputed_amount,
+        }
+        payment_values = {
+            "payment_id": payment.id,
+            "new_state": payment.state.value,
+            "new_confirmed_by": payment.confirmed_by,
+            "new_refunded": payment.refunded_amount,
+            "new_disputed": payment.disputed_amount,
+            "now": now,
+        }
+        if self._conn.dialect.name == "postgresql":
+            direct.rows(self._conn, _SAVE_BOTH, {**payment_values, **order_values})
+        else:
+            self._conn.execute(_SAVE_ORDER, order_values)
+            self._conn.execute(_SAVE_PAYMENT, payment_values)
         new_refunds = [
             {
                 "payment_id": payment.id,
@@ -666,25 +749,6 @@ class Payments:
                     .where(disputes.c.dispute_reference == ref)
                     .values(**values)
                 )
-
-
-class Outcomes:
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def record(self, delivery_id: int, outcome: Outcome, now: datetime) -> None:
-        self._conn.execute(
-            _RECORD_OUTCOME,
-            {
-                "delivery_id": delivery_id,
-                "kind": outcome.kind.value,
-                "reason": None if outcome.reason is None else outcome.reason.value,
-                "transition": outcome.transition,
-                "payment_id": outcome.payment_id,
-                "duplicate_of": outcome.duplicate_of,
-                "recorded_at": now,
-            },
-        )
 
 
 class ApiIdempotency:

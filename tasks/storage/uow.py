@@ -12,7 +12,6 @@ from tasks.storage.repositories import (
     Bodies,
     Deliveries,
     IdempotencyKeys,
-    Outcomes,
     Payments,
 )
 
@@ -21,7 +20,6 @@ class UnitOfWork:
     deliveries: Deliveries
     idempotency_keys: IdempotencyKeys
     payments: Payments
-    outcomes: Outcomes
     api_keys: ApiIdempotency
     bodies: Bodies
     outbox: Outbox
@@ -31,6 +29,13 @@ class UnitOfWork:
         self._engine = engine
         self._conn: Connection | None = None
         self._tx: RootTransaction | None = None
+        self._autocommit = False
+
+    def autocommitting(self) -> UnitOfWork:
+        """This unit of work with every statement committed as it runs: on PostgreSQL one
+        round trip each, with no BEGIN and COMMIT around it; on SQLite, one transaction."""
+        self._autocommit = True
+        return self
 
     @property
     def connection(self) -> Connection:
@@ -40,11 +45,13 @@ class UnitOfWork:
 
     def __enter__(self) -> UnitOfWork:
         self._conn = self._engine.connect()
+        if self._autocommit and self._conn.dialect.name == "postgresql":
+            # Returned to the pool, the connection gets its usual transactions back.
+            self._conn.execution_options(isolation_level="AUTOCOMMIT")
         self._tx = self._conn.begin()
         self.deliveries = Deliveries(self._conn)
         self.idempotency_keys = IdempotencyKeys(self._conn)
         self.payments = Payments(self._conn)
-        self.outcomes = Outcomes(self._conn)
         self.api_keys = ApiIdempotency(self._conn)
         self.bodies = Bodies(self._conn)
         self.outbox = Outbox(self._conn)

@@ -8,6 +8,7 @@ from datetime import datetime
 from domain.events import PaymentEvent
 from tasks.storage.errors import AlreadyExists, Unstorable
 from tasks.storage.limits import check_storable
+from tasks.storage.receipts import Receipts
 from tasks.storage.uow import UnitOfWork
 
 __all__ = [
@@ -81,11 +82,27 @@ def create_payment(
 
 
 def store_deliveries(
-    uow: UnitOfWork, items: list[tuple[PaymentEvent, str, bytes]], *, received_at: datetime
+    uow: UnitOfWork,
+    items: list[tuple[PaymentEvent, str, bytes]],
+    *,
+    received_at: datetime,
+    receipts: Receipts | None = None,
 ) -> list[int]:
-    """Store several deliveries (event, headers JSON, body) all together or not at all."""
+    """Store several deliveries (event, headers JSON, body) all together or not at all; a
+    single one through `receipts` when given, whose one INSERT commits by itself."""
     for event, _, _ in items:
         check_storable(event)
+    if receipts is not None and len(items) == 1:
+        ((event, headers, body),) = items
+        delivery_id = receipts.add(
+            provider=event.provider,
+            event_id=event.event_id,
+            event_type=event.event_type,
+            received_at=received_at,
+            headers=headers,
+            body=body,
+        )
+        return [delivery_id]
     with uow:
         ids = [
             uow.deliveries.add(

@@ -26,6 +26,7 @@ from worker.metrics import BROKER_UP
 from worker.runtime import ProcessRuntime
 from worker.web import adyen, api, paypal, standard, stripe
 from worker.web.deps import bearer_refusal
+from worker.web.dispatch import WebhookDispatch
 from worker.web.errors import HttpError
 from worker.web.limits import BoundedBodies
 from worker.web.metrics import WebhookMetrics
@@ -37,13 +38,14 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def create_http_app(rt: ProcessRuntime) -> FastAPI:
     app = FastAPI(title="payhook", version="0.1.0", lifespan=_lifespan)
     app.state.runtime = rt
+    receivers = (stripe.router, standard.router, adyen.router, paypal.router)
+    # Innermost: a webhook POST is answered by its receiver, timed by WebhookMetrics around it.
+    app.add_middleware(WebhookDispatch, routes=[r for router in receivers for r in router.routes])
     app.add_middleware(WebhookMetrics)
     # Outermost: a body is bounded (and /api's token checked) before any route reads it.
     app.add_middleware(BoundedBodies, refuse_token=lambda header: bearer_refusal(rt, header))
-    app.include_router(stripe.router)
-    app.include_router(standard.router)
-    app.include_router(adyen.router)
-    app.include_router(paypal.router)
+    for router in receivers:
+        app.include_router(router)
     app.include_router(api.router)
 
     @app.exception_handler(HttpError)

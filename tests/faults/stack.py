@@ -368,3 +368,8 @@ def hold_row_lock(conninfo: str, sql: str, *params: Any) -> psycopg.Connection[A
     conn = psycopg.connect(conninfo, connect_timeout=5)
     conn.execute(sql, params)
     return conn
+
+
+def outcome_lines(log: str) -> list[str]:
+    """The worker's line per finished task run ("outcome applied", …), in either log format."""
+    return [line for line in log.splitlines() if "payhook.tasks" in line and "outcome " in line]

@@ -10,7 +10,7 @@ import pytest
 from celery import Celery
 
 from tasks.shims import PROCESS_DELIVERY
-from tests.faults.stack import FaultStack, succeeded
+from tests.faults.stack import FaultStack, outcome_lines, succeeded
 from worker.taskqueue.app import QUEUE
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
@@ -90,14 +90,9 @@ def test_two_workers_given_one_delivery_at_once_record_one_outcome_and_log_no_er
         log = stack.log_text(name)
         assert "failed permanently" not in log, log
         assert "ERROR" not in log, log
-    results = [
-        line
-        for name in ("first", "second")
-        for line in stack.log_text(name).splitlines()
-        if "succeeded in" in line
-    ]
-    assert len(results) == 2 and all("'kind': 'applied'" in line for line in results), results
+    results = [line for name in ("first", "second") for line in outcome_lines(stack.log_text(name))]
+    assert len(results) == 2 and all("outcome applied" in line for line in results), results
 
 
 def _finished_runs(stack: FaultStack) -> int:
-    return sum(stack.log_text(name).count("succeeded in") for name in ("first", "second"))
+    return sum(len(outcome_lines(stack.log_text(name))) for name in ("first", "second"))

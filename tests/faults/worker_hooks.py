@@ -94,7 +94,9 @@ def _finished(task: Any = None, **_: Any) -> None:
 @event.listens_for(Engine, "before_cursor_execute")
 def _statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
     global _records_outcome
-    if statement.startswith("INSERT INTO outcomes"):
+    # On PostgreSQL the outcome is written inside the statement that marks the delivery
+    # processed (WITH recorded AS (INSERT INTO outcomes …) UPDATE deliveries …).
+    if "INSERT INTO outcomes" in statement:
         _records_outcome = True
     if statement.startswith("INSERT INTO idempotency_keys") and armed("crash", _current):
         assert FOLDER is not None

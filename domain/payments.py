@@ -9,7 +9,7 @@ late success from applying, and a dispute's older stage never undoes a newer one
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from domain.events import Action, PaymentEvent
@@ -93,6 +93,10 @@ class Order:
     def overpaid_amount(self) -> int:
         return max(0, self.net_paid - self.total)
 
+    def snapshot(self) -> Order:
+        """The order as it is now, to compare with after a change."""
+        return replace(self)
+
 
 @dataclass(slots=True)
 class Refund:
@@ -122,6 +126,15 @@ class Payment:
     refunds: dict[str, Refund] = field(default_factory=dict)  # by refund reference
     disputes: dict[str, Dispute] = field(default_factory=dict)
     disputed_amount: int = 0
+
+    def snapshot(self) -> Payment:
+        """The payment as it is now, its refunds and disputes included, to compare with after
+        a change (they are changed in place)."""
+        return replace(
+            self,
+            refunds={ref: replace(refund) for ref, refund in self.refunds.items()},
+            disputes={ref: replace(dispute) for ref, dispute in self.disputes.items()},
+        )
 
     def apply(self, event: PaymentEvent, order: Order, delivery_id: int) -> Outcome:
         """Decide what `event` does to this payment (and its order), and do it."""

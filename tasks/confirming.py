@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ def confirm_payment(
         if locked is None:
             return Confirmation(ConfirmStatus.NOT_FOUND, None)
         order, payment = locked
-        before, order_before = copy.deepcopy(payment), copy.deepcopy(order)
+        before, order_before = payment.snapshot(), order.snapshot()
         outcome = payment.confirm_manually(order)
         woken: list[int] = []
         if outcome.kind is OutcomeKind.APPLIED:

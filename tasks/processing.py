@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -206,7 +205,7 @@ def _apply(
         return Outcome.deferred(Reason.NO_PAYMENT)
     order, payment = locked
 
-    before, order_before = copy.deepcopy(payment), copy.deepcopy(order)
+    before, order_before = payment.snapshot(), order.snapshot()
     outcome = payment.apply(event, order, delivery.id)
     if outcome.kind is OutcomeKind.APPLIED:
         uow.payments.save(order, payment, before, now)

@@ -15,19 +15,20 @@ for arrays. Datetimes come back aware, in the session's time zone: `utc()` them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import psycopg
-from psycopg.rows import namedtuple_row
+from psycopg import pq
 from sqlalchemy import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
 
 # Compiled once per statement object (they are module constants, kept alive here too).
-_COMPILED: dict[int, tuple[object, str, dict[str, Any]]] = {}
+_COMPILED: dict[int, tuple[object, str, dict[str, Any], _NamedRows]] = {}
 
 
 def rows(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
@@ -35,17 +36,22 @@ def rows(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> 
     if conn.dialect.name != "postgresql":
         result = conn.execute(statement, params)
         return result.all() if result.returns_rows else []
-    sql, defaults = _compiled(statement, conn.dialect)
+    sql, defaults, named_row = _compiled(statement, conn.dialect)
     values = {**defaults, **params}
     driver = conn.connection.driver_connection
     # The engine's cursor events fire as for any statement (the tests' statement listeners).
     events = cast(Any, conn).dispatch
     try:
-        cursor = driver.cursor(row_factory=namedtuple_row)  # type: ignore[union-attr]
+        cursor = driver.cursor(row_factory=named_row)  # type: ignore[union-attr]
         events.before_cursor_execute(conn, cursor, sql, values, None, False)
-        cursor.execute(sql, values)
+        # Binary: no text escaping of the values (JSON in text arrays costs a regex per quote).
+        cursor.execute(sql, values, binary=True)
         events.after_cursor_execute(conn, cursor, sql, values, None, False)
-        return cursor.fetchall() if cursor.description is not None else []
+        result = cursor.pgresult
+        if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+            return []
+        found: list[Any] = cursor.fetchall()
+        return found
     except psycopg.Error as error:
         invalidated = conn.dialect.is_disconnect(cast(Any, error), driver, None)
         if invalidated:
@@ -69,7 +75,25 @@ def utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _compiled(statement: Executable, dialect: Dialect) -> tuple[str, dict[str, Any]]:
+class _NamedRows:
+    """Rows of one statement as named tuples, their class made from its first result's field
+    names (psycopg's namedtuple_row builds a whole cursor description per run for the same)."""
+
+    def __init__(self) -> None:
+        self._make: Callable[[Sequence[Any]], Any] | None = None
+
+    def __call__(self, cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Any]:
+        if self._make is None:
+            result = cursor.pgresult
+            if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+                return tuple
+            names = tuple((result.fname(i) or b"?").decode() for i in range(result.nfields))
+            row_class: Any = namedtuple("Row", list(names))  # type: ignore[misc]
+            self._make = row_class._make
+        return self._make
+
+
+def _compiled(statement: Executable, dialect: Dialect) -> tuple[str, dict[str, Any], _NamedRows]:
     found = _COMPILED.get(id(statement))
     if found is None or found[0] is not statement:
         assert isinstance(statement, ClauseElement)
@@ -77,6 +101,6 @@ def _compiled(statement: Executable, dialect: Dialect) -> tuple[str, dict[str, A
         if "POSTCOMPILE" in compiled.string:
             raise ValueError("expanding parameters cannot run directly: use SQLAlchemy")
         # The statement's own values (`values(status="processed")`) are parameters too.
-        found = (statement, compiled.string, dict(compiled.params))
+        found = (statement, compiled.string, dict(compiled.params), _NamedRows())
         _COMPILED[id(statement)] = found
-    return found[1], found[2]
+    return found[1], found[2], found[3]

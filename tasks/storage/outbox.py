@@ -96,8 +96,8 @@ class Outbox:
                 _POSTGRES_INSERT,
                 {
                     "first_slot": self._written,
-                    "types": [item.type for item in items],
-                    "datas": [item.data for item in items],
+                    "types": json.dumps([item.type for item in items]),
+                    "datas": json.dumps([item.data for item in items]),
                     "order_id": order_id,
                     "payment_id": payment_id,
                     "delivery_id": delivery_id,
@@ -130,8 +130,10 @@ _POSTGRES_INSERT = text(
     "  item.type, :order_id,"
     "  (SELECT coalesce(max(order_sequence), 0) FROM notifications WHERE order_id = :order_id)"
     "  + item.n, :payment_id, :delivery_id, item.data, :created_at"
-    " FROM unnest(CAST(:types AS text[]), CAST(:datas AS text[])) WITH ORDINALITY"
-    "  AS item(type, data, n)"
+    # The items as two JSON arrays of strings: passed as plain text, where text[] parameters
+    # are escaped character by character on the way out.
+    " FROM ROWS FROM (json_array_elements_text(CAST(:types AS json)),"
+    "  json_array_elements_text(CAST(:datas AS json))) WITH ORDINALITY AS item(type, data, n)"
 ).bindparams(bindparam("created_at", type_=UtcDateTime()))
 assert PER_TRANSACTION == 64, "the INSERT above multiplies by PER_TRANSACTION literally"
 

@@ -77,8 +77,7 @@ def process_delivery(
             return _defer(uow, delivery, event, outcome, now, policy)
         if outcome.is_deferred:
             outcome = outcome.expire()  # unmatched: replayable, and its claim given back
-        woken = _wake_waiting(uow, event, outcome, now)
-        _finish(uow, delivery.id, outcome, now)
+        woken = _finish(uow, delivery.id, outcome, now, event)
     return Processed.of(delivery, outcome, woken=woken)
 
 
@@ -105,19 +104,6 @@ def _defer(
     )
     uow.commit()
     return Processed.of(delivery, outcome, retry_in)
-
-
-def _wake_waiting(
-    uow: UnitOfWork, event: PaymentEvent | None, outcome: Outcome, now: datetime
-) -> tuple[int, ...]:
-    """Deliveries waiting on what this change did: the payment's new state, or the payment
-    now known under another reference of the event."""
-    if outcome.kind is not OutcomeKind.APPLIED or outcome.payment_id is None or event is None:
-        return ()
-    woken = uow.deliveries.wake_awaiting(
-        now, payment_id=outcome.payment_id, provider=event.provider, reference=event.alias
-    )
-    return tuple(woken)
 
 
 def start_attempt(
@@ -157,12 +143,34 @@ def record_failure(delivery_id: int, uow: UnitOfWork, now: datetime, reason: Rea
     return Processed.of(delivery, outcome)
 
 
-def _finish(uow: UnitOfWork, delivery_id: int, outcome: Outcome, now: datetime) -> None:
-    """Record the delivery's one outcome and commit it with everything the decision changed."""
-    uow.deliveries.finish(delivery_id, outcome, now)
+def _finish(
+    uow: UnitOfWork,
+    delivery_id: int,
+    outcome: Outcome,
+    now: datetime,
+    event: PaymentEvent | None = None,
+) -> tuple[int, ...]:
+    """Record the delivery's one outcome and commit it with everything the decision changed.
+
+    An applied change wakes, in the same statement, the deliveries waiting on what it did: the
+    payment's new state, or the payment now known under another reference of the event. Their
+    ids are returned, to publish after the commit.
+    """
+    if outcome.kind is OutcomeKind.APPLIED and outcome.payment_id is not None and event is not None:
+        woken = uow.deliveries.finish(
+            delivery_id,
+            outcome,
+            now,
+            wake_payment_id=outcome.payment_id,
+            wake_provider=event.provider,
+            wake_reference=event.alias,
+        )
+    else:
+        woken = uow.deliveries.finish(delivery_id, outcome, now)
     if outcome.kind in _RELEASES_CLAIM:
         uow.idempotency_keys.release(delivery_id)  # the provider's resend processes normally
     uow.commit()
+    return tuple(woken)
 
 
 def _lock(uow: UnitOfWork, delivery_id: int) -> DeliveryRecord:

@@ -24,9 +24,15 @@ def mask(value: str) -> str:
     return _CARD.sub(r"****\1", value)
 
 
+# Fields payhook writes itself and that hold no personal data: not scanned.
+_OWN_FIELDS = frozenset({"timestamp", "level", "logger", "task", "task_id", "kind", "reason"})
+
+
 def _mask_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event.items()):
-        if key in ("event", "timestamp", "level", "logger"):
+        if key in _OWN_FIELDS:
+            continue
+        if key == "event":
             if isinstance(value, str):
                 event[key] = mask(value)
             continue

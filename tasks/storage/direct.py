@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
 
+_CURSOR = "payhook.direct.cursor"  # where a pooled connection keeps its cursor
 # Compiled once per statement object (they are module constants, kept alive here too).
 _COMPILED: dict[int, tuple[object, str, dict[str, Any], _NamedRows]] = {}
 
@@ -38,20 +39,21 @@ def rows(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> 
         return result.all() if result.returns_rows else []
     sql, defaults, named_row = _compiled(statement, conn.dialect)
     values = {**defaults, **params}
-    driver = conn.connection.driver_connection
+    pooled = conn.connection
+    driver = pooled.driver_connection
     # The engine's cursor events fire as for any statement (the tests' statement listeners).
     events = cast(Any, conn).dispatch
     try:
-        cursor = driver.cursor(row_factory=named_row)  # type: ignore[union-attr]
+        cursor = _cursor(pooled.info, driver)
         events.before_cursor_execute(conn, cursor, sql, values, None, False)
-        # Binary: no text escaping of the values (JSON in text arrays costs a regex per quote).
+        # Rows in binary: nothing to parse from text on the way back.
         cursor.execute(sql, values, binary=True)
         events.after_cursor_execute(conn, cursor, sql, values, None, False)
-        result = cursor.pgresult
-        if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+        answer = cursor.pgresult
+        if answer is None or answer.status != pq.ExecStatus.TUPLES_OK:
             return []
-        found: list[Any] = cursor.fetchall()
-        return found
+        make = named_row(answer)
+        return [make(values) for values in cursor.fetchall()]
     except psycopg.Error as error:
         invalidated = conn.dialect.is_disconnect(cast(Any, error), driver, None)
         if invalidated:
@@ -75,18 +77,24 @@ def utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _cursor(info: dict[Any, Any], driver: Any) -> psycopg.Cursor[Any]:
+    """The one cursor this process keeps on a pooled connection (kept with the connection)."""
+    cursor: psycopg.Cursor[Any] | None = info.get(_CURSOR)
+    if cursor is None or cursor.closed or cursor.connection is not driver:
+        cursor = info[_CURSOR] = driver.cursor()
+    return cursor
+
+
 class _NamedRows:
     """Rows of one statement as named tuples, their class made from its first result's field
-    names (psycopg's namedtuple_row builds a whole cursor description per run for the same)."""
+    names (psycopg's namedtuple_row builds a whole cursor description per run for the same).
+    The cursor itself hands out plain tuples: it serves every statement in turn."""
 
     def __init__(self) -> None:
         self._make: Callable[[Sequence[Any]], Any] | None = None
 
-    def __call__(self, cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Any]:
+    def __call__(self, result: pq.abc.PGresult) -> Callable[[Sequence[Any]], Any]:
         if self._make is None:
-            result = cursor.pgresult
-            if result is None or result.status != pq.ExecStatus.TUPLES_OK:
-                return tuple
             names = tuple((result.fname(i) or b"?").decode() for i in range(result.nfields))
             row_class: Any = namedtuple("Row", list(names))  # type: ignore[misc]
             self._make = row_class._make

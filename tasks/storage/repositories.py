@@ -156,6 +156,12 @@ _WAKE_AWAITING = (
     )
     .returning(deliveries.c.id)
 )
+# PostgreSQL: the outcome, the processed mark and the wake in one round trip; the woken ids come
+# back as one array (the woken rows are deferred ones, never the delivery being finished).
+_WOKEN = _WAKE_AWAITING.cte("woken")
+_FINISH_WAKING = _FINISH.add_cte(_WOKEN).returning(
+    select(func.array_agg(_WOKEN.c.id)).scalar_subquery().label("woken")
+)
 _START = (
     update(deliveries)
     .where(deliveries.c.id == bindparam("delivery_id"))
@@ -378,8 +384,19 @@ class Deliveries:
             )
         return ids
 
-    def finish(self, delivery_id: int, outcome: Outcome, now: datetime) -> None:
-        """Record the delivery's one outcome and mark it processed."""
+    def finish(
+        self,
+        delivery_id: int,
+        outcome: Outcome,
+        now: datetime,
+        *,
+        wake_payment_id: int | None = None,
+        wake_provider: str | None = None,
+        wake_reference: str | None = None,
+    ) -> list[int]:
+        """Record the delivery's one outcome and mark it processed; with something to wake
+        (see `wake_awaiting`), the deliveries waiting on it are woken too: their ids."""
+        waking = wake_payment_id is not None or wake_reference is not None
         values = {
             "delivery_id": delivery_id,
             "kind": outcome.kind.value,
@@ -389,11 +406,28 @@ class Deliveries:
             "duplicate_of": outcome.duplicate_of,
             "recorded_at": now,
         }
+        if self._conn.dialect.name == "postgresql" and waking:
+            wake = {
+                "of_payment": wake_payment_id,
+                "of_provider": wake_provider,
+                "of_reference": wake_reference,
+                "now": now,
+            }
+            (row,) = direct.rows(self._conn, _FINISH_WAKING, {**values, **wake})
+            return [int(i) for i in row.woken or ()]
         if self._conn.dialect.name == "postgresql":
             direct.rows(self._conn, _FINISH, values)
-        else:
-            self._conn.execute(_RECORD_OUTCOME, values)
-            self._conn.execute(_MARK_PROCESSED, values)
+            return []
+        woken = (
+            self.wake_awaiting(
+                now, payment_id=wake_payment_id, provider=wake_provider, reference=wake_reference
+            )
+            if waking
+            else []
+        )
+        self._conn.execute(_RECORD_OUTCOME, values)
+        self._conn.execute(_MARK_PROCESSED, values)
+        return woken
 
     def start(self, delivery_id: int, now: datetime) -> int | None:
         """Mark an attempt started; the attempts lost so far, counting an earlier one that

@@ -215,8 +215,16 @@ def _apply(
 
     before, order_before = payment.snapshot(), order.snapshot()
     outcome = payment.apply(event, order, delivery.id)
+    # Learn the event's other reference of this payment, unless the event was refused.
+    alias = (
+        event.alias
+        if event.alias is not None
+        and event.alias != payment.provider_reference
+        and outcome.kind in _AGREES
+        else None
+    )
     if outcome.kind is OutcomeKind.APPLIED:
-        uow.payments.save(order, payment, before, now)
+        uow.payments.save(order, payment, before, now, alias=alias)
         # The host hears of it in the same transaction: both commit, or neither.
         record_changes(
             uow,
@@ -228,11 +236,6 @@ def _apply(
             delivery_id=delivery.id,
             now=now,
         )
-    # Learn the event's other reference of this payment, unless the event was refused.
-    if (
-        event.alias is not None
-        and event.alias != payment.provider_reference
-        and outcome.kind in _AGREES
-    ):
-        uow.payments.add_alias(event.provider, event.alias, payment.id)
+    elif alias is not None:
+        uow.payments.add_alias(event.provider, alias, payment.id)
     return outcome

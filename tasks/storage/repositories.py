@@ -216,8 +216,18 @@ _SAVE_PAYMENT = (
         updated_at=bindparam("now", type_=payments.c.updated_at.type),
     )
 )
-# PostgreSQL: the order and the payment written in one round trip.
+# PostgreSQL: the order and the payment written in one round trip, and the payment's new alias.
 _SAVE_BOTH = _SAVE_PAYMENT.add_cte(_SAVE_ORDER.cte("saved_order"))
+_SAVE_BOTH_LEARNING = _SAVE_BOTH.add_cte(
+    postgresql.insert(payment_aliases)
+    .values(
+        provider=bindparam("alias_provider"),
+        alias=bindparam("alias"),
+        payment_id=bindparam("alias_payment"),
+    )
+    .on_conflict_do_nothing()
+    .cte("learned")
+)
 
 
 _ORDER_COLUMNS = [column.label(f"o_{column.name}") for column in orders.c]
@@ -718,8 +728,17 @@ class Payments:
         )
         return order, payment
 
-    def save(self, order: Order, payment: Payment, before: Payment, now: datetime) -> None:
-        """Write what the domain changed; `before` is the payment as it was loaded."""
+    def save(
+        self,
+        order: Order,
+        payment: Payment,
+        before: Payment,
+        now: datetime,
+        *,
+        alias: str | None = None,
+    ) -> None:
+        """Write what the domain changed; `before` is the payment as it was loaded. `alias`:
+        another reference of the payment to remember (see `add_alias`)."""
         order_values = {
             "of_order": order.id,
             "order_paid": order.paid_amount,
@@ -734,11 +753,22 @@ class Payments:
             "new_disputed": payment.disputed_amount,
             "now": now,
         }
-        if self._conn.dialect.name == "postgresql":
+        if self._conn.dialect.name == "postgresql" and alias is not None:
+            learned = {
+                "alias_provider": payment.provider,
+                "alias": alias,
+                "alias_payment": payment.id,
+            }
+            direct.rows(
+                self._conn, _SAVE_BOTH_LEARNING, {**payment_values, **order_values, **learned}
+            )
+        elif self._conn.dialect.name == "postgresql":
             direct.rows(self._conn, _SAVE_BOTH, {**payment_values, **order_values})
         else:
             self._conn.execute(_SAVE_ORDER, order_values)
             self._conn.execute(_SAVE_PAYMENT, payment_values)
+            if alias is not None:
+                self.add_alias(payment.provider, alias, payment.id)
         new_refunds = [
             {
                 "payment_id": payment.id,

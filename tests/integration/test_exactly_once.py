@@ -15,9 +15,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from domain.providers import stripe
 from tasks.registering import create_order, create_payment
 from tasks.storage.engine import make_engine
-from tasks.storage.tables import deliveries, outcomes
+from tasks.storage.tables import deliveries, outcomes, payment_aliases
 from tasks.storage.uow import UnitOfWork
 from tests.fixture_files import fixture_json
 from tests.integration.stack import STRIPE_SECRET, Broker, Stack, running_stack
@@ -235,6 +236,10 @@ def test_a_refund_before_its_capture_waits_and_the_capture_wakes_it(tmp_path: Pa
             order = client.get("/api/orders/order-wakes").json()
         assert stack.outcome_counts() == {"applied": 2}
         assert (order["paid_amount"], order["refunded_amount"]) == (2000, 500)
+        # The capture taught the payment its charge id (written with the change it applied).
+        charge = stripe.parse(capture).alias
+        assert charge is not None
+        assert stack.count(payment_aliases, payment_aliases.c.alias == charge) == 1
 
 
 def test_the_beat_publishes_a_waiting_delivery_when_its_time_comes(tmp_path: Path) -> None:

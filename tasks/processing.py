@@ -189,8 +189,9 @@ def _decide(
         # A signed body payhook does not understand (yet): stored all the same, replayable.
         return None, Outcome.rejected(Reason.MALFORMED_EVENT)
     fingerprint = event.fingerprint()
-    if not uow.idempotency_keys.claim(event.key, delivery.id, fingerprint, now):
-        first_delivery, first_fingerprint = uow.idempotency_keys.first(event.key)
+    holder = uow.idempotency_keys.claim(event.key, delivery.id, fingerprint, now)
+    if holder is not None:
+        first_delivery, first_fingerprint = holder
         if first_delivery == delivery.id:
             return event, _apply(uow, delivery, event, now)  # our own claim, kept by an earlier run
         if first_fingerprint != fingerprint:

@@ -13,10 +13,13 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    exists,
+    false,
     func,
     insert,
     literal,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -554,8 +557,26 @@ def _claim(dialect: str) -> Insert:
             fingerprint=bindparam("fingerprint"),
             claimed_at=bindparam("claimed_at"),
         )
-        .returning(idempotency_keys.c.event_id)
+        .returning(idempotency_keys.c.first_delivery_id, idempotency_keys.c.fingerprint)
     )
+
+
+# PostgreSQL: the claim, or the claim that holds the event already, in one round trip. The
+# holder is read in the statement's snapshot: one committed while the INSERT waited for it is
+# not in it, and `claim` then reads it in a statement of its own.
+_CLAIMED = _claim("postgresql").cte("claimed")
+_CLAIM_OR_HOLDER = select(
+    _CLAIMED.c.first_delivery_id, _CLAIMED.c.fingerprint, true().label("won")
+).union_all(
+    select(
+        idempotency_keys.c.first_delivery_id,
+        idempotency_keys.c.fingerprint,
+        false().label("won"),
+    )
+    .where(idempotency_keys.c.provider == bindparam("provider"))
+    .where(idempotency_keys.c.event_id == bindparam("event_id"))
+    .where(~exists(select(_CLAIMED.c.first_delivery_id)))
+)
 
 
 @cache
@@ -576,9 +597,11 @@ class IdempotencyKeys:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def claim(self, key: EventKey, delivery_id: int, fingerprint: str, now: datetime) -> bool:
-        """True when this delivery is the first to claim the event; waits for a rival claim."""
-        statement = _claim(self._conn.dialect.name)
+    def claim(
+        self, key: EventKey, delivery_id: int, fingerprint: str, now: datetime
+    ) -> tuple[int, str] | None:
+        """None when this delivery is the first to claim the event; otherwise (first delivery
+        id, body fingerprint) of the claim that holds it. Waits for a rival claim."""
         values = {
             "provider": key.provider,
             "event_id": key.event_id,
@@ -586,7 +609,15 @@ class IdempotencyKeys:
             "fingerprint": fingerprint,
             "claimed_at": now,
         }
-        return bool(direct.rows(self._conn, statement, values))
+        if self._conn.dialect.name == "postgresql":
+            found = direct.rows(self._conn, _CLAIM_OR_HOLDER, values)
+            if found and found[0].won:
+                return None
+            if found:
+                return int(found[0].first_delivery_id), str(found[0].fingerprint)
+        elif direct.rows(self._conn, _claim(self._conn.dialect.name), values):
+            return None
+        return self.first(key)
 
     def release(self, delivery_id: int) -> None:
         """Give back the claims this delivery holds: it waits, or ended unmatched or dead, so

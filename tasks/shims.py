@@ -27,7 +27,7 @@ from tasks.processing import (
 )
 from tasks.relaying import Answer, RelayPolicy, relay
 from tasks.retention import prune_bodies
-from tasks.storage.errors import is_transient
+from tasks.storage.errors import cause, is_transient
 from tasks.storage.uow import UnitOfWork
 from tasks.sweeping import sweep
 from tasks.waking import wake_due
@@ -108,7 +108,7 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
         if is_transient(error) and retries < rt.policy.max_task_retries:
             log.warning(
                 "transient error, retrying: %s",
-                type(error).__name__,
+                cause(error),
                 extra={"delivery_id": delivery_id, "retries": retries},
             )
             countdown = whole_seconds(rt.policy.transient_delay(retries))

@@ -35,3 +35,10 @@ def is_transient(error: BaseException) -> bool:
         return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")
     # psycopg reports a lost or refused connection without a SQLSTATE; SQLite says "locked".
     return isinstance(error, OperationalError) and "no such table" not in str(error.orig)
+
+
+def cause(error: BaseException) -> str:
+    """What failed, for a log line: the driver's error class (LockNotAvailable,
+    SerializationFailure, …) rather than SQLAlchemy's wrapper around it."""
+    orig = error.orig if isinstance(error, DBAPIError) else None
+    return type(orig if isinstance(orig, BaseException) else error).__name__

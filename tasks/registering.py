@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from domain.events import PaymentEvent
 from tasks.storage.errors import AlreadyExists, Unstorable
@@ -92,29 +93,21 @@ def store_deliveries(
     single one through `receipts` when given, whose one INSERT commits by itself."""
     for event, _, _ in items:
         check_storable(event)
-    if receipts is not None and len(items) == 1:
-        ((event, headers, body),) = items
-        delivery_id = receipts.add(
-            provider=event.provider,
-            event_id=event.event_id,
-            event_type=event.event_type,
-            received_at=received_at,
-            headers=headers,
-            body=body,
-        )
-        return [delivery_id]
+    rows: list[dict[str, Any]] = [
+        {
+            "provider": event.provider,
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "received_at": received_at,
+            "headers": headers,
+            "body": body,
+        }
+        for event, headers, body in items
+    ]
+    if receipts is not None and len(rows) == 1:
+        return [receipts.add(**rows[0])]
     with uow:
-        ids = [
-            uow.deliveries.add(
-                provider=event.provider,
-                event_id=event.event_id,
-                event_type=event.event_type,
-                received_at=received_at,
-                headers=headers,
-                body=body,
-            )
-            for event, headers, body in items
-        ]
+        ids = [uow.deliveries.add(**row) for row in rows]
         uow.commit()
     return ids
 

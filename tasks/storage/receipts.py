@@ -19,7 +19,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeEngine
 
-from tasks.storage.tables import deliveries
+from tasks.storage.tables import deliveries, new_delivery
 
 _ADD = insert(deliveries).returning(deliveries.c.id)
 
@@ -51,20 +51,14 @@ class Receipts:
         body: bytes,
     ) -> int:
         """Store one received delivery, committed; its id."""
-        values: dict[str, Any] = {
-            "provider": provider,
-            "event_id": event_id,
-            "event_type": event_type,
-            "received_at": received_at,
-            "status": "received",
-            "attempts": 0,
-            "sweeps": 0,
-            "redeliveries": 0,
-            "next_attempt_at": received_at,
-            "published_at": received_at,
-            "headers": headers,
-            "body": body,
-        }
+        values = new_delivery(
+            provider=provider,
+            event_id=event_id,
+            event_type=event_type,
+            received_at=received_at,
+            headers=headers,
+            body=body,
+        )
         for name, processor in self._processors.items():
             values[name] = processor(values[name])
         parameters: Any = (

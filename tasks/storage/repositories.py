@@ -45,6 +45,7 @@ from tasks.storage.tables import (
     deliveries,
     disputes,
     idempotency_keys,
+    new_delivery,
     orders,
     outcomes,
     payment_aliases,
@@ -279,23 +280,15 @@ class Deliveries:
         headers: str,
         body: bytes,
     ) -> int:
-        result = self._conn.execute(
-            _ADD_DELIVERY,
-            {
-                "provider": provider,
-                "event_id": event_id,
-                "event_type": event_type,
-                "received_at": received_at,
-                "status": "received",
-                "attempts": 0,
-                "sweeps": 0,
-                "redeliveries": 0,
-                "next_attempt_at": received_at,
-                "published_at": received_at,
-                "headers": headers,
-                "body": body,
-            },
+        row = new_delivery(
+            provider=provider,
+            event_id=event_id,
+            event_type=event_type,
+            received_at=received_at,
+            headers=headers,
+            body=body,
         )
+        result = self._conn.execute(_ADD_DELIVERY, row)
         return int(result.scalar_one())
 
     def lock(self, delivery_id: int) -> DeliveryRecord | None:

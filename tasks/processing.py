@@ -164,6 +164,7 @@ def _finish(
             wake_payment_id=outcome.payment_id,
             wake_provider=event.provider,
             wake_reference=event.alias,
+            telling=uow.outbox.take(),  # its notifications, in the same statement
         )
     else:
         woken = uow.deliveries.finish(delivery_id, outcome, now)

@@ -32,17 +32,14 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     true,
     update,
 )
 
 from tasks.storage import direct
+from tasks.storage.outbox_insert import PER_TRANSACTION, POSTGRES_INSERT
 from tasks.storage.repositories import insert_ignoring_conflicts
 from tasks.storage.tables import UtcDateTime, notification_sends, notifications, notify_endpoints
-
-# Notifications one transaction may write (a decision makes a handful).
-PER_TRANSACTION = 64
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -71,11 +68,29 @@ class Claimed:
 
 
 class Outbox:
-    """The hot path's side: one INSERT per applying transaction."""
+    """The hot path's side: one INSERT per applying transaction.
+
+    On PostgreSQL the INSERT waits until the statement that finishes the delivery takes it
+    (`take`) and runs it in the same round trip, or until the unit of work commits (`flush`):
+    written in the transaction either way.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._written = 0  # in this transaction, for the ids' index part
+        self._staged: dict[str, Any] | None = None
+
+    def take(self) -> dict[str, Any] | None:
+        """The parameters of the INSERT waiting to run (see outbox_insert.py), now the caller's
+        to run; None when none waits."""
+        staged, self._staged = self._staged, None
+        return staged
+
+    def flush(self) -> None:
+        """Run the INSERT that waits, if one does."""
+        staged = self.take()
+        if staged is not None:
+            direct.rows(self._conn, POSTGRES_INSERT, staged)
 
     def add(
         self,
@@ -91,19 +106,16 @@ class Outbox:
         if self._written + len(items) > PER_TRANSACTION:
             raise ValueError(f"more than {PER_TRANSACTION} notifications in one transaction")
         if self._conn.dialect.name == "postgresql":
-            direct.rows(
-                self._conn,
-                _POSTGRES_INSERT,
-                {
-                    "first_slot": self._written,
-                    "types": json.dumps([item.type for item in items]),
-                    "datas": json.dumps([item.data for item in items]),
-                    "order_id": order_id,
-                    "payment_id": payment_id,
-                    "delivery_id": delivery_id,
-                    "created_at": now,
-                },
-            )
+            self.flush()  # one waits at a time
+            self._staged = {
+                "told_slot": self._written,
+                "told_types": json.dumps([item.type for item in items]),
+                "told_datas": json.dumps([item.data for item in items]),
+                "told_order": order_id,
+                "told_payment": payment_id,
+                "told_delivery": delivery_id,
+                "told_at": now,
+            }
         else:
             rows = [
                 {
@@ -118,24 +130,6 @@ class Outbox:
             ]
             self._conn.execute(_sqlite_insert(), rows)
         self._written += len(items)
-
-
-# One statement for every row of a transaction, the same text each time (so prepared and cached):
-# ids from the transaction id, sequences after the order's largest so far. The order is locked
-# by the writing transaction, so that largest cannot move under it.
-_POSTGRES_INSERT = text(
-    "INSERT INTO notifications"
-    " (id, type, order_id, order_sequence, payment_id, delivery_id, data, created_at)"
-    " SELECT pg_current_xact_id()::text::bigint * 64 + :first_slot + item.n - 1,"  # 64: see below
-    "  item.type, :order_id,"
-    "  (SELECT coalesce(max(order_sequence), 0) FROM notifications WHERE order_id = :order_id)"
-    "  + item.n, :payment_id, :delivery_id, item.data, :created_at"
-    # The items as two JSON arrays of strings: passed as plain text, where text[] parameters
-    # are escaped character by character on the way out.
-    " FROM ROWS FROM (json_array_elements_text(CAST(:types AS json)),"
-    "  json_array_elements_text(CAST(:datas AS json))) WITH ORDINALITY AS item(type, data, n)"
-).bindparams(bindparam("created_at", type_=UtcDateTime()))
-assert PER_TRANSACTION == 64, "the INSERT above multiplies by PER_TRANSACTION literally"
 
 
 @cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -38,6 +39,7 @@ from domain.payments import (
 from tasks.storage import direct
 from tasks.storage.direct import utc
 from tasks.storage.errors import AlreadyExists
+from tasks.storage.outbox_insert import POSTGRES_INSERT
 from tasks.storage.records import DeliveryRecord
 from tasks.storage.tables import (
     UtcDateTime,
@@ -166,6 +168,8 @@ _WOKEN = _WAKE_AWAITING.cte("woken")
 _FINISH_WAKING = _FINISH.add_cte(_WOKEN).returning(
     select(func.array_agg(_WOKEN.c.id)).scalar_subquery().label("woken")
 )
+# … and the host's notifications of the change (outbox_insert.py), in the same round trip.
+_FINISH_WAKING_TELLING = _FINISH_WAKING.add_cte(POSTGRES_INSERT.columns().cte("told"))
 _START = (
     update(deliveries)
     .where(deliveries.c.id == bindparam("delivery_id"))
@@ -399,9 +403,12 @@ class Deliveries:
         wake_payment_id: int | None = None,
         wake_provider: str | None = None,
         wake_reference: str | None = None,
+        telling: Mapping[str, Any] | None = None,
     ) -> list[int]:
         """Record the delivery's one outcome and mark it processed; with something to wake
-        (see `wake_awaiting`), the deliveries waiting on it are woken too: their ids."""
+        (see `wake_awaiting`), the deliveries waiting on it are woken too: their ids. On
+        PostgreSQL `telling` (Outbox.take) writes the change's notifications in the same
+        statement."""
         waking = wake_payment_id is not None or wake_reference is not None
         values = {
             "delivery_id": delivery_id,
@@ -419,7 +426,11 @@ class Deliveries:
                 "of_reference": wake_reference,
                 "now": now,
             }
-            (row,) = direct.rows(self._conn, _FINISH_WAKING, {**values, **wake})
+            if telling is not None:
+                statement, wake = _FINISH_WAKING_TELLING, {**wake, **telling}
+            else:
+                statement = _FINISH_WAKING
+            (row,) = direct.rows(self._conn, statement, {**values, **wake})
             return [int(i) for i in row.woken or ()]
         if self._conn.dialect.name == "postgresql":
             direct.rows(self._conn, _FINISH, values)

@@ -75,6 +75,7 @@ class UnitOfWork:
     def commit(self) -> None:
         if self._tx is None:
             raise RuntimeError("the unit of work is not open: use `with uow:`")
+        self.outbox.flush()  # notifications still waiting to be written (outbox.py)
         self._tx.commit()
 
     def rollback(self) -> None:

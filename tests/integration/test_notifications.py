@@ -276,6 +276,9 @@ def test_the_feed_never_lists_past_a_notification_that_commits_later(tmp_path: P
                 items=[Written("payment.confirmed", json.dumps({"order_reference": f"o{n}"}))],
                 now=now,
             )
+            # Written now (the hot path's INSERT waits for the statement that finishes its
+            # delivery, in a transaction that holds its id since its first write).
+            uow.outbox.flush()
 
         def listed() -> list[int]:
             with engine.connect() as conn:

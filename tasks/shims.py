@@ -94,12 +94,13 @@ def runtime() -> Runtime:
 def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, object]:
     """Apply one stored delivery; returns its outcome (kind, reason, ids) for Flower."""
     rt = runtime()
+    uow = rt.unit_of_work()
     try:
-        # Marked started first: an earlier attempt still marked so was lost (its worker killed).
-        finished = start_attempt(delivery_id, rt.unit_of_work(), rt.now(), rt.policy)
-        result = finished or process_delivery(
-            delivery_id, rt.unit_of_work(), rt.now(), rt.policy, rt.reading
-        )
+        with uow.holding():  # one pooled connection for both
+            # Marked started first: an earlier attempt still marked so was lost (its worker
+            # killed).
+            finished = start_attempt(delivery_id, uow, rt.now(), rt.policy)
+            result = finished or process_delivery(delivery_id, uow, rt.now(), rt.policy, rt.reading)
     except UnknownDelivery:
         log.error("no such delivery; nothing to do", extra={"delivery_id": delivery_id})
         return {"kind": None, "reason": "unknown_delivery", "delivery_id": delivery_id}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy import Connection, Engine, RootTransaction
 
@@ -30,12 +33,26 @@ class UnitOfWork:
         self._conn: Connection | None = None
         self._tx: RootTransaction | None = None
         self._autocommit = False
+        self._autocommitted: Any = None  # the driver connection put in autocommit, to put back
+        self._held: Connection | None = None
 
     def autocommitting(self) -> UnitOfWork:
-        """This unit of work with every statement committed as it runs: on PostgreSQL one
-        round trip each, with no BEGIN and COMMIT around it; on SQLite, one transaction."""
+        """The next `with` of this unit of work with every statement committed as it runs: on
+        PostgreSQL one round trip each, with no BEGIN and COMMIT around it; on SQLite, one
+        transaction."""
         self._autocommit = True
         return self
+
+    @contextmanager
+    def holding(self) -> Iterator[UnitOfWork]:
+        """One pooled connection for every `with` of this unit of work inside (a task's start
+        mark, then its processing), returned to the pool at the end."""
+        self._held = self._engine.connect()
+        try:
+            yield self
+        finally:
+            held, self._held = self._held, None
+            held.close()
 
     @property
     def connection(self) -> Connection:
@@ -44,10 +61,12 @@ class UnitOfWork:
         return self._conn
 
     def __enter__(self) -> UnitOfWork:
-        self._conn = self._engine.connect()
+        self._conn = self._held if self._held is not None else self._engine.connect()
         if self._autocommit and self._conn.dialect.name == "postgresql":
-            # Returned to the pool, the connection gets its usual transactions back.
-            self._conn.execution_options(isolation_level="AUTOCOMMIT")
+            # psycopg's own switch, set back on the way out: SQLAlchemy begins and commits
+            # nothing on the server for psycopg, so its transaction is only a marker here.
+            self._autocommitted = self._conn.connection.driver_connection
+            self._autocommitted.autocommit = True
         self._tx = self._conn.begin()
         self.deliveries = Deliveries(self._conn)
         self.idempotency_keys = IdempotencyKeys(self._conn)
@@ -68,7 +87,10 @@ class UnitOfWork:
             if self._tx is not None and self._tx.is_active:
                 self._tx.rollback()
         finally:
-            if self._conn is not None:
+            driver, self._autocommitted, self._autocommit = self._autocommitted, None, False
+            if driver is not None and not driver.closed:
+                driver.autocommit = False
+            if self._conn is not None and self._conn is not self._held:
                 self._conn.close()
             self._conn = self._tx = None
 

@@ -98,7 +98,8 @@ def _statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
     # processed (WITH recorded AS (INSERT INTO outcomes …) UPDATE deliveries …).
     if "INSERT INTO outcomes" in statement:
         _records_outcome = True
-    if statement.startswith("INSERT INTO idempotency_keys") and armed("crash", _current):
+    # The claim (on PostgreSQL inside WITH claimed AS (INSERT INTO idempotency_keys …)).
+    if "INSERT INTO idempotency_keys" in statement and armed("crash", _current):
         assert FOLDER is not None
         with (FOLDER / f"crash-{_current}.log").open("a") as log:
             log.write(f"{os.getpid()}\n")

@@ -53,13 +53,19 @@ def rows(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> 
         if answer is None or answer.status != pq.ExecStatus.TUPLES_OK:
             return []
         make = named_row(answer)
-        return [make(values) for values in cursor.fetchall()]
+        return [make(row) for row in cursor.fetchall()]
     except psycopg.Error as error:
         invalidated = conn.dialect.is_disconnect(cast(Any, error), driver, None)
         if invalidated:
             conn.invalidate(error)
+        # The parameters stay out of the message: they hold raw bodies and headers.
         raise DBAPIError.instance(
-            sql, values, error, psycopg.Error, connection_invalidated=invalidated
+            sql,
+            values,
+            error,
+            psycopg.Error,
+            hide_parameters=True,
+            connection_invalidated=invalidated,
         ) from error
 
 

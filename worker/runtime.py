@@ -17,7 +17,6 @@ from tasks.policy import RetryPolicy
 from tasks.relaying import Answer, RelayPolicy
 from tasks.shims import PROCESS_DELIVERY, RELAY
 from tasks.storage.engine import make_engine
-from tasks.storage.receipts import Receipts
 from tasks.storage.uow import UnitOfWork
 from worker.settings import Settings
 from worker.taskqueue.app import QUEUE, create_app
@@ -53,10 +52,6 @@ class ProcessRuntime:
             max_overflow=0 if self.fixed_pool else None,
             prepared_statements=self.settings.db_prepared_statements,
         )
-
-    @cached_property
-    def receipts(self) -> Receipts:
-        return Receipts(self.engine)
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.engine)

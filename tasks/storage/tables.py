@@ -265,29 +265,3 @@ notification_sends = Table(
     UniqueConstraint("notification_id", "endpoint_id"),
     Index(None, "endpoint_id", "status", "next_attempt_at"),
 )
-
-
-def new_delivery(
-    *,
-    provider: str,
-    event_id: str,
-    event_type: str,
-    received_at: datetime,
-    headers: str,
-    body: bytes,
-) -> dict[str, Any]:
-    """The row of a delivery just received: published at once, nothing attempted yet."""
-    return {
-        "provider": provider,
-        "event_id": event_id,
-        "event_type": event_type,
-        "received_at": received_at,
-        "status": "received",
-        "attempts": 0,
-        "sweeps": 0,
-        "redeliveries": 0,
-        "next_attempt_at": received_at,
-        "published_at": received_at,
-        "headers": headers,
-        "body": body,
-    }

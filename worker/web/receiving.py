@@ -148,9 +148,7 @@ async def accept(
 def _store_and_publish(
     rt: ProcessRuntime, items: list[tuple[PaymentEvent, str, bytes]]
 ) -> list[int]:
-    delivery_ids = store_deliveries(
-        rt.unit_of_work(), items, received_at=rt.now(), receipts=rt.receipts
-    )
+    delivery_ids = store_deliveries(rt.unit_of_work(), items, received_at=rt.now())
     for delivery_id in delivery_ids:
         rt.try_publish(delivery_id)  # a failed publish is left to the sweeper, never raised
     return delivery_ids

@@ -21,6 +21,7 @@ from sqlalchemy import (
     literal,
     select,
     true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -204,19 +205,22 @@ _FIRST_CLAIM = (
     .where(idempotency_keys.c.provider == bindparam("provider"))
     .where(idempotency_keys.c.event_id == bindparam("event_id"))
 )
+# The payment registered under the reference, or known under it as an alias (the lowest id if
+# both): two index lookups, where one WHERE with an OR read every payment of the provider. An
+# alias names a payment of its own provider (add_alias learns it from that provider's event);
+# the locking read checks the provider all the same.
 _PAYMENT_BY_REFERENCE = (
-    select(payments.c.id)
-    .where(payments.c.provider == bindparam("provider"))
-    .where(
-        (payments.c.provider_reference == bindparam("reference"))
-        | payments.c.id.in_(
-            select(payment_aliases.c.payment_id).where(
-                payment_aliases.c.provider == bindparam("provider"),
-                payment_aliases.c.alias == bindparam("reference"),
-            )
-        )
+    union_all(
+        select(payments.c.id.label("id")).where(
+            payments.c.provider == bindparam("provider"),
+            payments.c.provider_reference == bindparam("reference"),
+        ),
+        select(payment_aliases.c.payment_id.label("id")).where(
+            payment_aliases.c.provider == bindparam("provider"),
+            payment_aliases.c.alias == bindparam("reference"),
+        ),
     )
-    .order_by(payments.c.id)
+    .order_by("id")
     .limit(1)
     .scalar_subquery()
 )
@@ -273,7 +277,9 @@ def _locks(which: Any) -> Any:
     )
 
 
-_LOCKS_BY_REFERENCE = _locks(payments.c.id == _PAYMENT_BY_REFERENCE)
+_LOCKS_BY_REFERENCE = _locks(
+    (payments.c.id == _PAYMENT_BY_REFERENCE) & (payments.c.provider == bindparam("provider"))
+)
 _LOCKS_BY_ID = _locks(payments.c.id == _PAYMENT_BY_ID)
 _REFUNDS = select(refunds.c.refund_reference, refunds.c.amount, refunds.c.status).where(
     refunds.c.payment_id == bindparam("payment_id")

@@ -1,0 +1,115 @@
+"""The payment lookup every event makes reads a few index pages, however many payments there are.
+
+On real PostgreSQL: the same locking read the worker runs (by the event's reference, or by an
+alias learned earlier), explained with its buffers at 200 payments and again at 5,000. A lookup
+that reads every payment of the provider (a WHERE with an OR over the reference and the aliases)
+grows with the table; an index lookup stays within a page or two of where it started.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import make_url
+
+from tasks.storage.repositories import _LOCKS_BY_REFERENCE
+from tests.integration.stack import fresh_database
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+SMALL, LARGE = 200, 5_000
+
+
+@pytest.fixture(scope="module")
+def conn() -> Iterator[psycopg.Connection[Any]]:
+    url = make_url(fresh_database("lookup_cost")).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(False), autocommit=True) as connection:
+        yield connection
+
+
+def _add_payments(conn: psycopg.Connection[Any], first: int, last: int) -> None:
+    """Payments first..last, each with its order, under `pi_<n>`; every odd one also known as
+    `ch_<n>`; and an `adyen` payment under the same reference, which no stripe lookup may find."""
+    conn.execute(
+        "INSERT INTO orders (id, reference, total, currency, paid_amount, refunded_amount,"
+        " created_at) SELECT n, 'order_' || n, 1000, 'EUR', 0, 0, now()"
+        " FROM generate_series(%(a)s::bigint, %(b)s::bigint) AS n",
+        {"a": first, "b": last},
+    )
+    for offset, provider in ((0, "stripe"), (LARGE, "adyen")):
+        conn.execute(
+            "INSERT INTO payments (id, order_id, provider, provider_reference, amount, currency,"
+            " state, refunded_amount, created_at, updated_at)"
+            " SELECT n + %(offset)s, n, %(provider)s, 'pi_' || n, 1000, 'EUR', 'pending', 0,"
+            " now(), now() FROM generate_series(%(a)s::bigint, %(b)s::bigint) AS n",
+            {"a": first, "b": last, "offset": offset, "provider": provider},
+        )
+    conn.execute(
+        "INSERT INTO payment_aliases (provider, alias, payment_id)"
+        " SELECT 'stripe', 'ch_' || n, n FROM generate_series(%(a)s::bigint, %(b)s::bigint) AS n"
+        " WHERE n %% 2 = 1",
+        {"a": first, "b": last},
+    )
+    conn.execute("ANALYZE orders, payments, payment_aliases")
+
+
+def _lookup(conn: psycopg.Connection[Any], reference: str) -> tuple[int | None, int]:
+    """The payment id the worker's locking read finds for a stripe `reference`, and the
+    buffers (pages) it read to find it."""
+    compiled = _LOCKS_BY_REFERENCE.compile(dialect=postgresql.dialect())
+    params = {**compiled.params, "provider": "stripe", "reference": reference}
+    with conn.transaction(force_rollback=True):
+        found = conn.cursor(row_factory=dict_row).execute(str(compiled), params).fetchone()
+    with conn.transaction(force_rollback=True):
+        explained = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + str(compiled), params)
+        (plan,) = explained.fetchone() or ("[]",)
+    root = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    pages = int(root["Shared Hit Blocks"]) + int(root["Shared Read Blocks"])
+    return (None if found is None else int(found["id"])), pages
+
+
+def test_the_lookup_by_reference_reads_the_same_pages_at_5000_payments_as_at_200(
+    conn: psycopg.Connection[Any],
+) -> None:
+    _add_payments(conn, 1, SMALL)
+    small = {ref: _lookup(conn, ref) for ref in ("pi_101", "ch_101", "pi_none")}
+    _add_payments(conn, SMALL + 1, LARGE)
+    large = {ref: _lookup(conn, ref) for ref in ("pi_4001", "ch_4001", "pi_none")}
+
+    # What it finds: the payment under its own reference, by its alias, and nothing (never the
+    # adyen payment under the same reference).
+    assert [small[r][0] for r in ("pi_101", "ch_101", "pi_none")] == [101, 101, None]
+    assert [large[r][0] for r in ("pi_4001", "ch_4001", "pi_none")] == [4001, 4001, None]
+    # What it reads: an index lookup grows by a page or two (a deeper index), a scan of the
+    # provider's payments by 25 times.
+    for before, after in zip(small.values(), large.values(), strict=True):
+        assert after[1] <= before[1] + 3, (small, large)
+
+
+def test_a_reference_that_is_also_another_payments_alias_finds_the_lowest_id(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A payment's own reference that another payment learned as an alias (the data allows it):
+    the lookup takes the lower id, whichever of the two that is."""
+    conn.execute(
+        "INSERT INTO orders (id, reference, total, currency, paid_amount, refunded_amount,"
+        " created_at) VALUES (90001, 'order_90001', 1000, 'EUR', 0, 0, now())"
+    )
+    conn.execute(
+        "INSERT INTO payments (id, order_id, provider, provider_reference, amount, currency,"
+        " state, refunded_amount, created_at, updated_at) VALUES"
+        " (90001, 90001, 'stripe', 'pi_low', 1000, 'EUR', 'pending', 0, now(), now()),"
+        " (90002, 90001, 'stripe', 'pi_high', 1000, 'EUR', 'pending', 0, now(), now())"
+    )
+    conn.execute(
+        "INSERT INTO payment_aliases (provider, alias, payment_id) VALUES"
+        " ('stripe', 'pi_high', 90001), ('stripe', 'pi_low', 90002)"
+    )
+    assert _lookup(conn, "pi_high")[0] == 90001  # by its alias: the lower id
+    assert _lookup(conn, "pi_low")[0] == 90001  # by its own reference: the lower id

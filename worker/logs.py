@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -25,22 +26,36 @@ def mask(value: str) -> str:
 
 
 # Fields payhook writes itself and that hold no personal data: not scanned.
-_OWN_FIELDS = frozenset({"timestamp", "level", "logger", "task", "task_id", "kind", "reason"})
+_OWN_FIELDS = frozenset(
+    {"timestamp", "level", "logger", "task", "task_id", "kind", "reason", "provider", "transition"}
+)
+_OWN, _SECRET, _PERSONAL_DATA, _SCANNED = range(4)
+
+
+@functools.lru_cache(maxsize=1024)
+def _treatment(key: str) -> int:
+    """What a field's name says to do with its value; the names are few, so each is read once."""
+    if key in _OWN_FIELDS:
+        return _OWN
+    if _SECRETS.search(key):
+        return _SECRET
+    if _PERSONAL.search(key):
+        return _PERSONAL_DATA
+    return _SCANNED
 
 
 def _mask_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event.items()):
-        if key in _OWN_FIELDS:
-            continue
         if key == "event":
             if isinstance(value, str):
                 event[key] = mask(value)
             continue
-        if _SECRETS.search(key):
+        treatment = _treatment(key)
+        if treatment == _SECRET:
             event[key] = "[redacted]"
-        elif _PERSONAL.search(key):
+        elif treatment == _PERSONAL_DATA:
             event[key] = "[masked]"
-        elif isinstance(value, str):
+        elif treatment == _SCANNED and isinstance(value, str):
             event[key] = mask(value)
     return event
 

@@ -207,8 +207,7 @@ _FIRST_CLAIM = (
 )
 # The payment registered under the reference, or known under it as an alias (the lowest id if
 # both): two index lookups, where one WHERE with an OR read every payment of the provider. An
-# alias names a payment of its own provider (add_alias learns it from that provider's event);
-# the locking read checks the provider all the same.
+# alias names a payment of its own provider (add_alias learns it from that provider's event).
 _PAYMENT_BY_REFERENCE = (
     union_all(
         select(payments.c.id.label("id")).where(
@@ -277,9 +276,7 @@ def _locks(which: Any) -> Any:
     )
 
 
-_LOCKS_BY_REFERENCE = _locks(
-    (payments.c.id == _PAYMENT_BY_REFERENCE) & (payments.c.provider == bindparam("provider"))
-)
+_LOCKS_BY_REFERENCE = _locks(payments.c.id == _PAYMENT_BY_REFERENCE)
 _LOCKS_BY_ID = _locks(payments.c.id == _PAYMENT_BY_ID)
 _REFUNDS = select(refunds.c.refund_reference, refunds.c.amount, refunds.c.status).where(
     refunds.c.payment_id == bindparam("payment_id")

@@ -145,7 +145,7 @@ idempotency_keys = Table(
     metadata,
     Column("provider", String(64), primary_key=True),
     Column("event_id", String(255), primary_key=True),
-    Column("first_delivery_id", Id, ForeignKey("deliveries.id"), nullable=False),
+    Column("first_delivery_id", Id, ForeignKey("deliveries.id"), nullable=False, index=True),
     Column("fingerprint", String(64), nullable=False),
     _timestamp("claimed_at"),
 )

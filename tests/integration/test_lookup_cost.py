@@ -1,9 +1,11 @@
-"""The payment lookup every event makes reads a few index pages, however many payments there are.
+"""The lookups the worker makes read a few index pages, however large the tables grow.
 
-On real PostgreSQL: the same locking read the worker runs (by the event's reference, or by an
-alias learned earlier), explained with its buffers at 200 payments and again at 5,000. A lookup
-that reads every payment of the provider (a WHERE with an OR over the reference and the aliases)
-grows with the table; an index lookup stays within a page or two of where it started.
+On real PostgreSQL: the same statements the worker runs, explained with their buffers at 200
+rows and again at 5,000. The payment lookup of every event (by its reference, or by an alias
+learned earlier): one that reads every payment of the provider (a WHERE with an OR over the
+reference and the aliases) grows with the table. Giving back a deferred delivery's claims: one
+that reads every claim grows with the table. An index lookup stays within a page or two of
+where it started.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from psycopg.rows import dict_row
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
-from tasks.storage.repositories import _LOCKS_BY_REFERENCE
+from tasks.storage.repositories import _LOCKS_BY_REFERENCE, _RELEASE_CLAIMS
 from tests.integration.stack import fresh_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -58,14 +60,12 @@ def _add_payments(conn: psycopg.Connection[Any], first: int, last: int) -> None:
     )
 
 
-def _lookup(conn: psycopg.Connection[Any], reference: str) -> tuple[int | None, int]:
-    """The payment id the worker's locking read finds for a stripe `reference`, and the most
-    buffers (pages) it read to find it: with the plan made for these values, and with the
-    generic plan PostgreSQL may keep for a prepared statement (as the worker prepares it)."""
-    compiled = _LOCKS_BY_REFERENCE.compile(dialect=postgresql.dialect())
-    params = {**compiled.params, "provider": "stripe", "reference": reference}
-    with conn.transaction(force_rollback=True):
-        found = conn.cursor(row_factory=dict_row).execute(str(compiled), params).fetchone()
+def _pages(conn: psycopg.Connection[Any], statement: Any, values: dict[str, Any]) -> int:
+    """The most buffers (pages) `statement` reads with `values`, rolled back: with the plan made
+    for these values, and with the generic plan PostgreSQL may keep for a prepared statement (as
+    the worker prepares it)."""
+    compiled = statement.compile(dialect=postgresql.dialect())
+    params = {**compiled.params, **values}
     pages = 0
     for mode in ("force_custom_plan", "force_generic_plan"):
         with conn.transaction(force_rollback=True):
@@ -76,6 +76,17 @@ def _lookup(conn: psycopg.Connection[Any], reference: str) -> tuple[int | None, 
             (plan,) = explained.fetchone() or ("[]",)
         root = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
         pages = max(pages, int(root["Shared Hit Blocks"]) + int(root["Shared Read Blocks"]))
+    return pages
+
+
+def _lookup(conn: psycopg.Connection[Any], reference: str) -> tuple[int | None, int]:
+    """The payment id the worker's locking read finds for a stripe `reference`, and the pages
+    it read to find it."""
+    compiled = _LOCKS_BY_REFERENCE.compile(dialect=postgresql.dialect())
+    params = {**compiled.params, "provider": "stripe", "reference": reference}
+    with conn.transaction(force_rollback=True):
+        found = conn.cursor(row_factory=dict_row).execute(str(compiled), params).fetchone()
+    pages = _pages(conn, _LOCKS_BY_REFERENCE, {"provider": "stripe", "reference": reference})
     return (None if found is None else int(found["id"])), pages
 
 
@@ -122,3 +133,34 @@ def test_a_reference_that_is_also_another_payments_alias_finds_the_lowest_id(
     )
     assert _lookup(conn, "pi_high")[0] == 90001  # by its alias: the lower id
     assert _lookup(conn, "pi_low")[0] == 90001  # by its own reference: the lower id
+
+
+def _add_claims(conn: psycopg.Connection[Any], first: int, last: int) -> None:
+    """Claims of events first..last, each by the delivery of the same number (the deliveries
+    themselves are left out: foreign keys are not checked for this session's inserts)."""
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(
+            "INSERT INTO idempotency_keys (provider, event_id, first_delivery_id, fingerprint,"
+            " claimed_at) SELECT 'stripe', 'evt_' || n, n, 'f', now()"
+            " FROM generate_series(%(a)s::bigint, %(b)s::bigint) AS n",
+            {"a": first, "b": last},
+        )
+
+
+def test_giving_back_a_deliverys_claims_reads_the_same_pages_at_5000_claims_as_at_200(
+    conn: psycopg.Connection[Any],
+) -> None:
+    _add_claims(conn, 1, 3)
+    conn.execute("ANALYZE idempotency_keys")
+    _add_claims(conn, 4, SMALL)
+    small = _pages(conn, _RELEASE_CLAIMS, {"delivery_id": 101})
+    _add_claims(conn, SMALL + 1, LARGE)
+    large = _pages(conn, _RELEASE_CLAIMS, {"delivery_id": 4001})
+
+    assert large <= small + 3, (small, large)
+    compiled = _RELEASE_CLAIMS.compile(dialect=postgresql.dialect())
+    with conn.transaction(force_rollback=True):
+        conn.execute(str(compiled), {**compiled.params, "delivery_id": 4001})
+        left = conn.execute("SELECT count(*), bool_or(event_id = 'evt_4001') FROM idempotency_keys")
+        assert left.fetchone() == (LARGE - 1, False)

@@ -11,8 +11,8 @@ where it started.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -26,6 +26,7 @@ from tests.integration.stack import fresh_database
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 SMALL, LARGE = 200, 5_000
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,23 @@ def _add_payments(conn: psycopg.Connection[Any], first: int, last: int) -> None:
         " WHERE n %% 2 = 1",
         {"a": first, "b": last},
     )
+
+
+def _at_both_sizes(
+    conn: psycopg.Connection[Any],
+    add: Callable[[psycopg.Connection[Any], int, int], None],
+    tables: str,
+    measure: Callable[[int], T],
+) -> tuple[T, T]:
+    """`measure` of row 101 at SMALL rows, then of row 4001 at LARGE. Statistics are taken when
+    the tables are new (as autovacuum does on a fresh install), and not since: the planner has
+    not seen the growth, and still must not scan."""
+    add(conn, 1, 3)
+    conn.execute(f"ANALYZE {tables}")
+    add(conn, 4, SMALL)
+    small = measure(101)
+    add(conn, SMALL + 1, LARGE)
+    return small, measure(4001)
 
 
 def _pages(conn: psycopg.Connection[Any], statement: Any, values: dict[str, Any]) -> int:
@@ -93,14 +111,12 @@ def _lookup(conn: psycopg.Connection[Any], reference: str) -> tuple[int | None, 
 def test_the_lookup_by_reference_reads_the_same_pages_at_5000_payments_as_at_200(
     conn: psycopg.Connection[Any],
 ) -> None:
-    # Statistics taken when the table was new (as autovacuum does on a fresh install), and not
-    # since: the planner has not seen the growth, and still must not scan.
-    _add_payments(conn, 1, 3)
-    conn.execute("ANALYZE orders, payments, payment_aliases")
-    _add_payments(conn, 4, SMALL)
-    small = {ref: _lookup(conn, ref) for ref in ("pi_101", "ch_101", "pi_none")}
-    _add_payments(conn, SMALL + 1, LARGE)
-    large = {ref: _lookup(conn, ref) for ref in ("pi_4001", "ch_4001", "pi_none")}
+    small, large = _at_both_sizes(
+        conn,
+        _add_payments,
+        "orders, payments, payment_aliases",
+        lambda n: {ref: _lookup(conn, ref) for ref in (f"pi_{n}", f"ch_{n}", "pi_none")},
+    )
 
     # What it finds: the payment under its own reference, by its alias, and nothing (never the
     # adyen payment under the same reference).
@@ -151,12 +167,12 @@ def _add_claims(conn: psycopg.Connection[Any], first: int, last: int) -> None:
 def test_giving_back_a_deliverys_claims_reads_the_same_pages_at_5000_claims_as_at_200(
     conn: psycopg.Connection[Any],
 ) -> None:
-    _add_claims(conn, 1, 3)
-    conn.execute("ANALYZE idempotency_keys")
-    _add_claims(conn, 4, SMALL)
-    small = _pages(conn, _RELEASE_CLAIMS, {"delivery_id": 101})
-    _add_claims(conn, SMALL + 1, LARGE)
-    large = _pages(conn, _RELEASE_CLAIMS, {"delivery_id": 4001})
+    small, large = _at_both_sizes(
+        conn,
+        _add_claims,
+        "idempotency_keys",
+        lambda n: _pages(conn, _RELEASE_CLAIMS, {"delivery_id": n}),
+    )
 
     assert large <= small + 3, (small, large)
     compiled = _RELEASE_CLAIMS.compile(dialect=postgresql.dialect())

@@ -23,6 +23,7 @@ from typing import Any, cast
 import psycopg
 from psycopg import pq
 from sqlalchemy import Connection, Dialect
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
@@ -30,6 +31,7 @@ from sqlalchemy.sql.elements import ClauseElement
 _CURSOR = "payhook.direct.cursor"  # where a pooled connection keeps its cursor
 # Compiled once per statement object (they are module constants, kept alive here too).
 _COMPILED: dict[int, tuple[object, str, dict[str, Any], _NamedRows]] = {}
+_POSTGRES = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
 
 def rows(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
@@ -105,6 +107,12 @@ class _NamedRows:
             row_class: Any = namedtuple("Row", list(names))  # type: ignore[misc]
             self._make = row_class._make
         return self._make
+
+
+def postgres_text(statement: Executable) -> tuple[str, dict[str, Any]]:
+    """The statement as psycopg's SQL text for PostgreSQL, and its own parameter values."""
+    sql, defaults, _ = _compiled(statement, _POSTGRES)
+    return sql, defaults
 
 
 def _compiled(statement: Executable, dialect: Dialect) -> tuple[str, dict[str, Any], _NamedRows]:

@@ -113,7 +113,7 @@ _NEW_DELIVERY_COLUMNS = (
     "headers",
     "body",
 )
-_ADD_DELIVERY = (
+ADD_DELIVERY = (
     insert(deliveries)
     .values({name: bindparam(name) for name in _NEW_DELIVERY_COLUMNS})
     .returning(deliveries.c.id)
@@ -290,6 +290,27 @@ _DISPUTES = select(
 ).where(disputes.c.payment_id == bindparam("payment_id"))
 
 
+def new_delivery(
+    provider: str, event_id: str, event_type: str, received_at: datetime, headers: str, body: bytes
+) -> dict[str, Any]:
+    """ADD_DELIVERY's parameters for a delivery just received: published at once (after its
+    commit), nothing attempted yet."""
+    return {
+        "provider": provider,
+        "event_id": event_id,
+        "event_type": event_type,
+        "received_at": received_at,
+        "status": "received",
+        "attempts": 0,
+        "sweeps": 0,
+        "redeliveries": 0,
+        "next_attempt_at": received_at,
+        "published_at": received_at,
+        "headers": headers,
+        "body": body,
+    }
+
+
 class Deliveries:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -305,21 +326,8 @@ class Deliveries:
         body: bytes,
     ) -> int:
         """Store a delivery just received: published at once, nothing attempted yet. Its id."""
-        row = {
-            "provider": provider,
-            "event_id": event_id,
-            "event_type": event_type,
-            "received_at": received_at,
-            "status": "received",
-            "attempts": 0,
-            "sweeps": 0,
-            "redeliveries": 0,
-            "next_attempt_at": received_at,
-            "published_at": received_at,
-            "headers": headers,
-            "body": body,
-        }
-        (added,) = direct.rows(self._conn, _ADD_DELIVERY, row)
+        row = new_delivery(provider, event_id, event_type, received_at, headers, body)
+        (added,) = direct.rows(self._conn, ADD_DELIVERY, row)
         return int(added.id)
 
     def lock(self, delivery_id: int) -> DeliveryRecord | None:

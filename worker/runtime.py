@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from worker.taskqueue.notify import NotificationSender
 
 log = logging.getLogger("payhook.runtime")
+# A publish tried once: Celery's retry machinery, which also bounds a reconnect, with no retry.
+_ONE_ATTEMPT = {"max_retries": 0, "interval_start": 0, "interval_step": 0, "interval_max": 0}
 
 
 class ProcessRuntime:
@@ -61,6 +63,10 @@ class ProcessRuntime:
 
     def publish(self, delivery_id: int) -> None:
         self.app.send_task(PROCESS_DELIVERY, args=[delivery_id])
+
+    def publish_once(self, delivery_id: int) -> None:
+        """Publish with one attempt (a refused connection fails at once); raises on failure."""
+        self.app.send_task(PROCESS_DELIVERY, args=[delivery_id], retry_policy=_ONE_ATTEMPT)
 
     def queued(self) -> int | None:
         """Task messages waiting in the broker's task queue; None when it does not answer."""

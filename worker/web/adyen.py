@@ -48,7 +48,7 @@ async def adyen_webhook(request: Request, rt: Runtime) -> PlainTextResponse:
     headers = kept_headers(request, KEPT_HEADERS)
     # Counted per delivery (item) here; a refused request counts once, as it stores none.
     await accept(
-        rt,
+        request,
         adyen.PROVIDER,
         [(event, item_body) for event, item_body in deliveries],
         headers,

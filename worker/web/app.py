@@ -18,10 +18,12 @@ from prometheus_client import (
     multiprocess,
 )
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from tasks.storage.intake import Intake
 from worker.metrics import BROKER_UP
 from worker.runtime import ProcessRuntime
 from worker.web import adyen, api, paypal, standard, stripe
@@ -30,14 +32,19 @@ from worker.web.dispatch import WebhookDispatch
 from worker.web.errors import HttpError
 from worker.web.limits import BoundedBodies
 from worker.web.metrics import WebhookMetrics
+from worker.web.publisher import Publisher
 
 log = logging.getLogger("payhook.web")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+OPEN_WAIT_S = 10.0  # how long a starting server process waits for its webhook connections
 
 
 def create_http_app(rt: ProcessRuntime) -> FastAPI:
     app = FastAPI(title="payhook", version="0.1.0", lifespan=_lifespan)
     app.state.runtime = rt
+    # PostgreSQL: webhooks stored from the event loop, and published from it on Redis.
+    app.state.intake = _intake(rt)
+    app.state.publisher = Publisher(rt.publish_once, rt.try_publish, inline=rt.settings.uses_redis)
     receivers = (stripe.router, standard.router, adyen.router, paypal.router)
     # Innermost: a webhook POST is answered by its receiver, timed by WebhookMetrics around it.
     app.add_middleware(WebhookDispatch, routes=[r for router in receivers for r in router.routes])
@@ -83,15 +90,34 @@ def create_http_app(rt: ProcessRuntime) -> FastAPI:
     return app
 
 
+def _intake(rt: ProcessRuntime) -> Intake | None:
+    settings = rt.settings
+    if make_url(settings.database).get_backend_name() != "postgresql":
+        return None
+    return Intake(
+        settings.database,
+        size=settings.db_pool_size,
+        lock_timeout_ms=settings.db_lock_timeout_ms,
+        prepared_statements=settings.db_prepared_statements,
+    )
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     rt: ProcessRuntime = app.state.runtime
+    intake: Intake | None = app.state.intake
     if rt.fixed_pool:
         # As many request threads as pooled connections, every connection open before the
         # first request: a request never waits for a connection, nor opens one.
         to_thread.current_default_thread_limiter().total_tokens = rt.settings.db_pool_size
         await run_in_threadpool(_open_pool, rt)
-    yield
+        if intake is not None and not await intake.open(wait_s=OPEN_WAIT_S):
+            log.warning("database unreachable at start: webhooks answer 503 until it is back")
+    try:
+        yield
+    finally:
+        if intake is not None:
+            await intake.close()
 
 
 def _registry() -> CollectorRegistry:

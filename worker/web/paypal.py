@@ -77,7 +77,7 @@ async def paypal_webhook(request: Request, rt: Runtime) -> JSONResponse:
         ) from None
     event = parse_event(lambda: paypal.parse(body), paypal.PROVIDER, body)
     headers = kept_headers(request, KEPT_HEADERS)
-    (delivery_id,) = await accept(rt, paypal.PROVIDER, [(event, body)], headers, answer="202")
+    (delivery_id,) = await accept(request, paypal.PROVIDER, [(event, body)], headers, answer="202")
     return JSONResponse({"delivery_id": delivery_id}, status_code=202)
 
 

@@ -18,11 +18,14 @@ from starlette.responses import JSONResponse
 
 from domain.events import Action, MalformedEvent, PaymentEvent
 from tasks.registering import Unstorable, store_deliveries
+from tasks.storage.intake import Intake
 from worker.metrics import DELIVERIES_RECEIVED
 from worker.runtime import ProcessRuntime
 from worker.signing.errors import SignatureError
+from worker.web.deps import runtime_of
 from worker.web.errors import HttpError, database_unavailable
 from worker.web.limits import BODY_TIMEOUT_S
+from worker.web.publisher import Publisher
 
 # Only these headers are kept with a delivery: what a later check or an operator needs.
 KEPT_HEADERS = (
@@ -118,7 +121,7 @@ def kept_headers(request: Request, names: Sequence[str]) -> str:
 
 
 async def accept(
-    rt: ProcessRuntime,
+    request: Request,
     provider: str,
     items: list[tuple[PaymentEvent, bytes]],
     headers: str,
@@ -127,20 +130,28 @@ async def accept(
 ) -> list[int]:
     """Store verified deliveries (all or none), then publish them; the caller answers 2xx.
 
-    A database failure answers 503 with Retry-After, so the provider retries. A failed publish
-    is left to the sweeper: the deliveries are durable already.
+    On PostgreSQL they are stored from the event loop (tasks/storage/intake.py), then published
+    (publisher.py); on SQLite, stored and published in one trip to a request thread. A database
+    failure answers 503 with Retry-After, so the provider retries. A failed publish is left to
+    the sweeper: the deliveries are durable already.
     """
+    rt = runtime_of(request)
+    intake: Intake | None = request.app.state.intake
+    stored = [(event, headers, body) for event, body in items]
     try:
-        # One trip to a thread for both: the commit, then the publishes (after it, as before).
-        delivery_ids = await run_in_threadpool(
-            _store_and_publish, rt, [(event, headers, body) for event, body in items]
-        )
+        if intake is not None:
+            delivery_ids = await intake.store(stored, rt.now())
+        else:
+            delivery_ids = await run_in_threadpool(_store_and_publish, rt, stored)
     except Unstorable as error:
         DELIVERIES_RECEIVED.labels(provider=provider, answer="400").inc()
         raise HttpError(400, f"cannot store this delivery: {error}") from None
     except SQLAlchemyError:
         DELIVERIES_RECEIVED.labels(provider=provider, answer="503").inc()
         raise database_unavailable() from None
+    if intake is not None:  # after the commit; a failure is left to the sweeper, never raised
+        publisher: Publisher = request.app.state.publisher
+        await publisher.publish(delivery_ids)
     DELIVERIES_RECEIVED.labels(provider=provider, answer=answer).inc(len(delivery_ids))
     return delivery_ids
 
@@ -154,10 +165,8 @@ def _store_and_publish(
     return delivery_ids
 
 
-async def accept_one(
-    rt: ProcessRuntime, request: Request, event: PaymentEvent, body: bytes
-) -> JSONResponse:
+async def accept_one(request: Request, event: PaymentEvent, body: bytes) -> JSONResponse:
     """Store and publish one verified event; answer 202 with its delivery id."""
     headers = kept_headers(request, KEPT_HEADERS)
-    (delivery_id,) = await accept(rt, event.provider, [(event, body)], headers, answer="202")
+    (delivery_id,) = await accept(request, event.provider, [(event, body)], headers, answer="202")
     return JSONResponse({"delivery_id": delivery_id}, status_code=202)

@@ -31,4 +31,4 @@ async def standard_webhook(source: str, request: Request, rt: Runtime) -> JSONRe
     except SignatureError as error:
         raise refused(source, error) from None
     event = parse_event(lambda: standard.parse(source, webhook_id, body), source, body, webhook_id)
-    return await accept_one(rt, request, event, body)
+    return await accept_one(request, event, body)

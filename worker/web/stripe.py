@@ -32,4 +32,4 @@ async def stripe_webhook(request: Request, rt: Runtime) -> JSONResponse:
     except SignatureError as error:
         raise refused("stripe", error) from None
     event = parse_event(lambda: stripe.parse(body), "stripe", body)
-    return await accept_one(rt, request, event, body)
+    return await accept_one(request, event, body)

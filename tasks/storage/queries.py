@@ -341,11 +341,3 @@ def _timings() -> Select[Any]:
         deliveries.c.replayed_at,
         outcomes.c.recorded_at,
     ).select_from(deliveries.join(outcomes, outcomes.c.delivery_id == deliveries.c.id))
-
-
-def outcome_timing(conn: Connection, delivery_id: int) -> tuple[str, datetime, datetime] | None:
-    """(provider, received or last replayed, outcome recorded) of a processed delivery."""
-    row = conn.execute(_timings().where(deliveries.c.id == delivery_id)).one_or_none()
-    if row is None:
-        return None
-    return row.provider, row.replayed_at or row.received_at, row.recorded_at

@@ -156,7 +156,7 @@ def test_an_outcome_is_counted_once_with_its_lag_even_when_the_broker_redelivers
     runs = sample("payhook_task_duration_seconds_count", task=PROCESS_DELIVERY)
 
     first_run = NOW + timedelta(seconds=2)
-    observer = TaskObserver(lambda: engine, lambda: first_run)
+    observer = TaskObserver()
     observer.started("task-1", task(PROCESS_DELIVERY))
     result = process_delivery(delivery_id, UnitOfWork(engine), first_run, RetryPolicy())
     observer.succeeded(task(PROCESS_DELIVERY), result.as_dict())
@@ -168,7 +168,7 @@ def test_an_outcome_is_counted_once_with_its_lag_even_when_the_broker_redelivers
 
     # The broker delivers the same task again later: the recorded outcome is only returned.
     redelivery = NOW + timedelta(seconds=30)
-    observer = TaskObserver(lambda: engine, lambda: redelivery)
+    observer = TaskObserver()
     observer.started("task-2", task(PROCESS_DELIVERY, "task-2"))
     again = process_delivery(delivery_id, UnitOfWork(engine), redelivery, RetryPolicy())
     observer.succeeded(task(PROCESS_DELIVERY, "task-2"), again.as_dict())
@@ -182,7 +182,7 @@ def test_an_outcome_is_counted_once_with_its_lag_even_when_the_broker_redelivers
 def test_a_deferral_is_counted_by_reason_and_never_as_an_outcome(engine: Engine) -> None:
     before = sample("payhook_deferrals_total", reason="no_payment")
     outcomes_before = sample("payhook_outcomes_total", kind="deferred", reason="no_payment")
-    observer = TaskObserver(lambda: engine, lambda: NOW)
+    observer = TaskObserver()
     observer.succeeded(
         task(PROCESS_DELIVERY), {"kind": "deferred", "reason": "no_payment", "delivery_id": 1}
     )
@@ -202,7 +202,7 @@ def test_retries_failures_and_dead_deliveries_are_counted_by_cause(engine: Engin
         "swept": sample("payhook_dead_deliveries_total", reason="retry_budget_exhausted"),
         "failed": sample("payhook_task_failures_total", task=PROCESS_DELIVERY),
     }
-    observer = TaskObserver(lambda: engine, lambda: NOW)
+    observer = TaskObserver()
     observer.retried(task(PROCESS_DELIVERY), reason=Retry())
     lost = OperationalError("SELECT 1", {}, Exception("connection lost"))
     observer.retried(task(PROCESS_DELIVERY), reason=Retry(exc=lost))
@@ -256,7 +256,7 @@ def test_the_observer_hears_a_task_that_celery_runs(installed: ProcessRuntime) -
     delivery_id = stored_confirmation(installed.engine, "pi_celery")
     applied = sample("payhook_outcomes_total", kind="applied", reason="")
     runs = sample("payhook_task_duration_seconds_count", task=PROCESS_DELIVERY)
-    observer = TaskObserver(lambda: installed.engine, installed.now)
+    observer = TaskObserver()
     observer.connect()
     try:
         outcome = shims.process_delivery_task.apply(args=[delivery_id]).get()

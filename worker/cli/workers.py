@@ -31,7 +31,7 @@ def worker_command(settings: Settings, args: argparse.Namespace, extra: list[str
             return 2
     runtime = start_runtime(settings, pre_ping=False)
     if args.metrics_port is not None:
-        TaskObserver(lambda: runtime.engine, runtime.now).connect()
+        TaskObserver().connect()
     quiet_task_lines()
     runtime.app.worker_main(["worker", "--loglevel=INFO", *extra])
     return 0

@@ -3,24 +3,20 @@ nothing of Prometheus.
 
 An outcome is counted once, by the run that recorded it: a redelivered task that finds its
 outcome already recorded (recorded before this run started) returns it again and is not counted
-again. The lag is read from the database, since the outcome dict carries no times.
+again. Whether this run recorded it, and its lag, come from the run itself
+(`tasks.processing.last_processed`): the outcome dict carries no times.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from celery.signals import task_failure, task_postrun, task_prerun, task_retry, task_success
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from domain.outcomes import OutcomeKind, Reason
+from tasks.processing import last_processed
 from tasks.shims import PROCESS_DELIVERY, RELAY, SWEEP
-from tasks.storage import queries
 from worker.metrics import (
     DEAD_DELIVERIES,
     DEFERRALS,
@@ -32,18 +28,14 @@ from worker.metrics import (
     TASK_RETRIES,
 )
 
-log = logging.getLogger("payhook.metrics")
-
 OBSERVED = frozenset({PROCESS_DELIVERY, SWEEP, RELAY})
 
 
 class TaskObserver:
     """Receives the task signals of one worker process (and of its prefork children)."""
 
-    def __init__(self, engine: Callable[[], Engine], clock: Callable[[], datetime]) -> None:
-        self._engine = engine  # called lazily, in the child that runs the task
-        self._clock = clock
-        self._started: dict[str, tuple[float, datetime]] = {}
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
 
     def connect(self) -> None:
         task_prerun.connect(self.started, weak=False)
@@ -61,12 +53,12 @@ class TaskObserver:
 
     def started(self, task_id: str, task: Any, **_: Any) -> None:
         if task.name in OBSERVED:
-            self._started[task_id] = (time.perf_counter(), self._clock())
+            self._started[task_id] = time.perf_counter()
 
     def finished(self, task_id: str, task: Any, **_: Any) -> None:
         began = self._started.pop(task_id, None)
         if began is not None:
-            TASK_DURATION.labels(task=task.name).observe(time.perf_counter() - began[0])
+            TASK_DURATION.labels(task=task.name).observe(time.perf_counter() - began)
 
     def succeeded(self, sender: Any, result: Any, **_: Any) -> None:
         if not isinstance(result, dict):
@@ -74,8 +66,7 @@ class TaskObserver:
         if sender.name == PROCESS_DELIVERY and result.get("kind") == OutcomeKind.DEFERRED.value:
             DEFERRALS.labels(reason=str(result.get("reason") or "")).inc()  # not an outcome
         elif sender.name == PROCESS_DELIVERY and result.get("kind"):
-            began = self._started.get(sender.request.id)
-            self._outcome(result, None if began is None else began[1])
+            self._outcome(result)
         elif sender.name == SWEEP and result.get("dead"):
             dead, reason = int(result["dead"]), Reason.RETRY_BUDGET_EXHAUSTED.value
             OUTCOMES.labels(kind=OutcomeKind.DEAD.value, reason=reason).inc(dead)
@@ -95,23 +86,14 @@ class TaskObserver:
         if sender.name in OBSERVED:
             TASK_FAILURES.labels(task=sender.name).inc()
 
-    def _outcome(self, result: dict[str, Any], began: datetime | None) -> None:
-        timing = self._timing(int(result["delivery_id"]))
-        if timing is not None and began is not None and timing[2] < began:
+    def _outcome(self, result: dict[str, Any]) -> None:
+        last = last_processed(int(result["delivery_id"]))
+        if last is not None and last.recorded_at is None:
             return  # recorded by an earlier run: this one only returned it again
         kind, reason = str(result["kind"]), str(result.get("reason") or "")
         OUTCOMES.labels(kind=kind, reason=reason).inc()
         if kind == OutcomeKind.DEAD.value:
             DEAD_DELIVERIES.labels(reason=reason).inc()
-        if timing is not None:
-            provider, since, recorded_at = timing
-            lag = max(0.0, (recorded_at - since).total_seconds())
-            OUTCOME_LAG.labels(provider=provider).observe(lag)
-
-    def _timing(self, delivery_id: int) -> tuple[str, datetime, datetime] | None:
-        try:
-            with self._engine().connect() as conn:
-                return queries.outcome_timing(conn, delivery_id)
-        except SQLAlchemyError as error:  # a metric is never worth failing over
-            log.debug("no outcome timing for delivery %s: %s", delivery_id, error)
-            return None
+        if last is not None and last.since is not None and last.recorded_at is not None:
+            lag = max(0.0, (last.recorded_at - last.since).total_seconds())
+            OUTCOME_LAG.labels(provider=last.provider).observe(lag)

@@ -11,7 +11,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 DESCRIPTION = """\
 Measure payhook side by side with a plain design of the same flow, in one run, on loopback: its
 own PostgreSQL database (created, then dropped) and Redis database (flushed); `payhook serve` and
-`payhook worker`, and the reference's receiver and worker, as subprocesses. Nothing of the
+`payhook worker --metrics-port` (as deployed), and the reference's receiver and worker, as
+subprocesses. Nothing of the
 reference is payhook's: a raw ASGI receiver under uvicorn's defaults (verify, one INSERT through a
 psycopg pool, one Celery publish) and a plain Celery task confirming in one psycopg transaction,
 with its own tables, Celery app and settings. The load generator is wrk (installed with apt-get

@@ -152,7 +152,7 @@ class Stack:
         inherited = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("PAYHOOK_", "REFERENCE_", "PG"))
+            if not k.startswith(("PAYHOOK_", "REFERENCE_", "PG", "PROMETHEUS_"))
         }
         env = {**inherited, "PGAPPNAME": APP_NAMES[role]}
         if role.startswith("payhook"):
@@ -215,8 +215,17 @@ class Stack:
             node,
             # Mingle only makes a starting worker wait for its peers' answers; nothing measured.
             "--without-mingle",
+            # As deployed: its Prometheus metrics observed in every child, served by the parent.
+            "--metrics-port",
+            str(free_port()),
+            "--metrics-address",
+            "127.0.0.1",
         )
-        return self._worker("payhook worker", command, node, processes, QUEUE)
+        env = self.env("payhook worker")
+        metrics = self.logs / f"worker-metrics-{node.split('@')[0]}"
+        metrics.mkdir(parents=True, exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+        return self._worker("payhook worker", command, node, processes, QUEUE, env)
 
     def start_reference_worker(self, processes: int) -> Worker:
         node = f"reference{processes}-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
@@ -226,9 +235,15 @@ class Stack:
         return self._worker("reference worker", command, node, processes, REFERENCE_QUEUE)
 
     def _worker(
-        self, role: str, command: list[str], node: str, processes: int, queue: str
+        self,
+        role: str,
+        command: list[str],
+        node: str,
+        processes: int,
+        queue: str,
+        env: dict[str, str] | None = None,
     ) -> Worker:
-        service = self._start(role, command)
+        service = self._start(role, command, env)
         worker = Worker(service, node, processes, queue)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

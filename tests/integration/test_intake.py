@@ -62,6 +62,18 @@ class Receiver:
         }
         return self.client.post("/webhooks/stripe", content=body, headers=headers)
 
+    def adyen_batch(self) -> Any:
+        """An authorisation and a refund, signed, in one Adyen request."""
+        items = [
+            signed(fixture_item("authorisation-true.json")),
+            signed(fixture_item("refund-true.json")),
+        ]
+        return self.client.post(
+            "/webhooks/adyen",
+            content=json.dumps(request_of(*items)),
+            headers={"Content-Type": "application/json"},
+        )
+
     def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             cursor = conn.execute(sql, params)
@@ -135,15 +147,7 @@ def test_a_webhook_is_stored_then_published_from_the_event_loop(receiver: Receiv
 def test_an_adyen_batch_is_stored_in_one_transaction_and_each_item_published(
     receiver: Receiver,
 ) -> None:
-    items = [
-        signed(fixture_item("authorisation-true.json")),
-        signed(fixture_item("refund-true.json")),
-    ]
-    response = receiver.client.post(
-        "/webhooks/adyen",
-        content=json.dumps(request_of(*items)),
-        headers={"Content-Type": "application/json"},
-    )
+    response = receiver.adyen_batch()
 
     assert response.status_code == 200, response.text
     stored = receiver.query("SELECT id, event_id FROM deliveries ORDER BY id")
@@ -197,15 +201,7 @@ def test_an_adyen_batch_is_stored_all_or_none(receiver: Receiver) -> None:
         "ALTER TABLE deliveries ADD CONSTRAINT test_no_refund"
         " CHECK (event_id NOT LIKE '%%REFUND%%')"
     )
-    items = [
-        signed(fixture_item("authorisation-true.json")),
-        signed(fixture_item("refund-true.json")),
-    ]
-    response = receiver.client.post(
-        "/webhooks/adyen",
-        content=json.dumps(request_of(*items)),
-        headers={"Content-Type": "application/json"},
-    )
+    response = receiver.adyen_batch()
 
     assert response.status_code == 503  # Adyen retries the whole batch
     assert receiver.query("SELECT count(*) FROM deliveries") == [(0,)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from domain.events import Action, MalformedEvent, PaymentEvent
@@ -54,8 +54,24 @@ class Processed:
         cls, delivery: DeliveryRecord, outcome: Outcome, now: datetime, woken: tuple[int, ...] = ()
     ) -> Processed:
         """The outcome this run recorded (and committed) at `now`."""
-        found = cls(delivery.id, delivery.provider, delivery.event_id, outcome, woken=woken)
-        return _remember(replace(found, since=delivery.waiting_since, recorded_at=now))
+        return _remember(
+            cls(
+                delivery.id,
+                delivery.provider,
+                delivery.event_id,
+                outcome,
+                woken=woken,
+                since=delivery.waiting_since,
+                recorded_at=now,
+            )
+        )
+
+    @property
+    def lag_s(self) -> float | None:
+        """Seconds from receipt (or the last replay) to the outcome this run recorded."""
+        if self.since is None or self.recorded_at is None:
+            return None
+        return max(0.0, (self.recorded_at - self.since).total_seconds())
 
     def as_dict(self) -> dict[str, object]:
         """The small dict a task returns, so that Flower shows the outcome."""

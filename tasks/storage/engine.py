@@ -36,16 +36,22 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=pre_ping,
-        connect_args={
-            # A lock held longer than this is a transient error, retried by the task. (Through
-            # PgBouncer this startup option is dropped: deploy/SCALING.md says what to do.)
-            "options": f"-c lock_timeout={lock_timeout_ms}",
-            # psycopg prepares a statement on the server once it ran five times on one
-            # connection: the hot path's statements are parsed and planned once, not per
-            # delivery (a third of the worker's PostgreSQL CPU per delivery).
-            "prepare_threshold": PREPARE_THRESHOLD if prepared_statements else None,
-        },
+        connect_args=postgres_connect_args(lock_timeout_ms, prepared_statements),
     )
+
+
+def postgres_connect_args(lock_timeout_ms: int, prepared_statements: bool) -> dict[str, Any]:
+    """psycopg's connection arguments for every payhook connection to PostgreSQL (the engine's,
+    the receiver's async pool's)."""
+    return {
+        # A lock held longer than this is a transient error, retried by the task. (Through
+        # PgBouncer this startup option is dropped: deploy/SCALING.md says what to do.)
+        "options": f"-c lock_timeout={lock_timeout_ms}",
+        # psycopg prepares a statement on the server once it ran five times on one
+        # connection: the hot path's statements are parsed and planned once, not per
+        # delivery (a third of the worker's PostgreSQL CPU per delivery).
+        "prepare_threshold": PREPARE_THRESHOLD if prepared_statements else None,
+    }
 
 
 def _sqlite_engine(url: str) -> Engine:

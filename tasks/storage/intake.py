@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from domain.events import PaymentEvent
 from tasks.storage.direct import postgres_text
-from tasks.storage.engine import PREPARE_THRESHOLD
+from tasks.storage.engine import postgres_connect_args
 from tasks.storage.limits import check_storable
 from tasks.storage.repositories import ADD_DELIVERY, new_delivery
 
@@ -55,8 +55,7 @@ class Intake:
             name="payhook-intake",
             kwargs={
                 "autocommit": True,
-                "options": f"-c lock_timeout={lock_timeout_ms}",
-                "prepare_threshold": PREPARE_THRESHOLD if prepared_statements else None,
+                **postgres_connect_args(lock_timeout_ms, prepared_statements),
             },
         )
         self._sql, self._defaults = postgres_text(ADD_DELIVERY)

@@ -94,6 +94,5 @@ class TaskObserver:
         OUTCOMES.labels(kind=kind, reason=reason).inc()
         if kind == OutcomeKind.DEAD.value:
             DEAD_DELIVERIES.labels(reason=reason).inc()
-        if last is not None and last.since is not None and last.recorded_at is not None:
-            lag = max(0.0, (last.recorded_at - last.since).total_seconds())
+        if last is not None and (lag := last.lag_s) is not None:
             OUTCOME_LAG.labels(provider=last.provider).observe(lag)

@@ -73,8 +73,9 @@ def test_a_worker_killed_with_tasks_reserved_hands_them_to_another_worker(
         # timeout is over: a worker looks for such messages as it starts, and then only every
         # 100 s (kombu's unacked_restore_interval times unacked_restore_throttle), so start it
         # after the timeout. (In production the sweeper re-publishes such deliveries after
-        # PAYHOOK_SWEEP_AFTER_S.)
-        assert stack.broker_messages() == (2, 2)
+        # PAYHOOK_SWEEP_AFTER_S.) On Redis a worker holds messages beyond the ones it runs
+        # (REDIS_PREFETCH): all four are handed out to the dead worker, two never started.
+        assert stack.broker_messages() == (0, 4)
         visibility_s = int(stack.env["PAYHOOK_VISIBILITY_TIMEOUT_S"])
         time.sleep(visibility_s + 1 - (time.monotonic() - held_at))
     else:

@@ -9,7 +9,14 @@ from pydantic import ValidationError
 
 from tasks.shims import RELAY, SWEEP, WAKE, whole_seconds
 from worker.settings import Settings, SettingsError, load_settings
-from worker.taskqueue.app import DEAD_LETTER, NOTIFY_QUEUE, QUEUE, SWEEP_QUEUE, create_app
+from worker.taskqueue.app import (
+    DEAD_LETTER,
+    NOTIFY_QUEUE,
+    QUEUE,
+    REDIS_PREFETCH,
+    SWEEP_QUEUE,
+    create_app,
+)
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -39,6 +46,7 @@ def test_redis_keeps_its_plain_queue_and_visibility_timeout(tmp_path: Path) -> N
     assert app.conf.task_default_queue == QUEUE
     assert app.conf.broker_transport_options["visibility_timeout"] == 3600
     assert "confirm_publish" not in app.conf.broker_transport_options
+    assert app.conf.worker_prefetch_multiplier == REDIS_PREFETCH > 1
 
 
 def test_a_delivery_limit_at_or_below_payhooks_own_redelivery_budget_is_refused(

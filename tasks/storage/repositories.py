@@ -200,6 +200,16 @@ _START = (
     )
     .returning(deliveries.c.redeliveries)
 )
+# On PostgreSQL the start mark, a statement committed on its own, does not wait for the disk:
+# it turns synchronous_commit off for its own transaction only (set_config's is_local). Every
+# other session sees the mark at once, which is all a count of lost attempts needs, and the
+# processing transaction's commit, which does wait, flushes it with its own changes. A crash of
+# PostgreSQL between the two can lose the mark, and with it only the count of an attempt that
+# the crash itself ended. Half the time of the statement (a commit's flush, ~0.15 ms).
+_UNFLUSHED = select(
+    func.set_config("synchronous_commit", "off", true()).label("synchronous_commit")
+).subquery("unflushed")
+_START_UNFLUSHED = _START.where(_UNFLUSHED.c.synchronous_commit == "off")
 _FIRST_CLAIM = (
     select(idempotency_keys.c.first_delivery_id, idempotency_keys.c.fingerprint)
     .where(idempotency_keys.c.provider == bindparam("provider"))
@@ -485,9 +495,11 @@ class Deliveries:
         """Mark an attempt started; the attempts lost so far, counting an earlier one that
         started and never finished. None when there is nothing to start (processed, unknown).
 
-        One statement: it waits for a running attempt's lock and then sees it finished.
+        One statement: it waits for a running attempt's lock and then sees it finished. Run
+        on its own (autocommit), on PostgreSQL it is committed without waiting for the disk.
         """
-        row = direct.one_or_none(self._conn, _START, {"delivery_id": delivery_id, "now": now})
+        statement = _START_UNFLUSHED if _on_its_own(self._conn) else _START
+        row = direct.one_or_none(self._conn, statement, {"delivery_id": delivery_id, "now": now})
         return None if row is None else int(row.redeliveries)
 
     def release(self, delivery_id: int, published_at: datetime) -> None:
@@ -941,3 +953,10 @@ class Bodies:
             .where(deliveries.c.id.in_(delivery_ids))
             .values(body=b"", headers="{}", body_pruned_at=now)
         )
+
+
+def _on_its_own(conn: Connection) -> bool:
+    """A PostgreSQL connection in autocommit: each statement its own transaction."""
+    if conn.dialect.name != "postgresql":
+        return False
+    return bool(getattr(conn.connection.driver_connection, "autocommit", False))

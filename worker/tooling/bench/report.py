@@ -146,6 +146,24 @@ def rows(modes: Sequence[str], sizes: Sizes) -> list[Row]:
                 section=section,
             ),
             Row(
+                "  reference duplicates / unique backlog",
+                "",
+                None,
+                None,
+                over=(f"{r}.duplicates.processed_per_s", f"{r}.unique.processed_per_s"),
+                section=section,
+            ),
+            # The most duplicates / unique could be with one Celery task per delivery: a
+            # duplicate that cost nothing but its task would drain like the empty task.
+            Row(
+                "  empty-task drain / payhook unique backlog (free duplicates' most)",
+                "",
+                None,
+                None,
+                over=(f"{mode}.drain.per_s", f"{p}.unique.processed_per_s"),
+                section=section,
+            ),
+            Row(
                 "  payhook hot payment / unique backlog",
                 "",
                 None,

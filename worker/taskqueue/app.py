@@ -68,6 +68,7 @@ def create_app(settings: Settings) -> Celery:
         beat_schedule=_beat_schedule(settings),
         worker_hijack_root_logger=False,
     )
+    app.steps["consumer"].add(NamedEventGroups)
     if settings.uses_amqp:
         app.conf.update(_rabbitmq_options(settings))
         app.steps["consumer"].add(DeclareDeadLetterQueue)
@@ -165,6 +166,25 @@ def _rabbitmq_options(settings: Settings) -> dict[str, Any]:
         "worker_detect_quorum_queues": True,
         "broker_native_delayed_delivery_queue_type": "quorum",
     }
+
+
+class NamedEventGroups(bootsteps.StartStopStep):
+    """Let `celery control disable_events` (and `enable_events`) switch this worker's task
+    events, as they do on a worker started without them.
+
+    A worker started with task events on gets an event dispatcher with no groups, which sends
+    every group; `disable_events` only takes "task" out of the groups, so it changed nothing,
+    and the worker kept publishing three task events per delivery. Naming both groups the
+    worker sends makes the switch work; what it was set to outlives a reconnection (Celery's
+    Events step hands the groups to the next dispatcher).
+    """
+
+    requires = ("celery.worker.consumer.events:Events",)
+
+    def start(self, parent: Any) -> None:
+        dispatcher = parent.event_dispatcher
+        if dispatcher is not None and not dispatcher.groups:
+            dispatcher.groups = {"worker", "task"}
 
 
 class DeclareDeadLetterQueue(bootsteps.StartStopStep):

@@ -203,9 +203,10 @@ _START = (
 # On PostgreSQL the start mark, a statement committed on its own, does not wait for the disk:
 # it turns synchronous_commit off for its own transaction only (set_config's is_local). Every
 # other session sees the mark at once, which is all a count of lost attempts needs, and the
-# processing transaction's commit, which does wait, flushes it with its own changes. A crash of
-# PostgreSQL between the two can lose the mark, and with it only the count of an attempt that
-# the crash itself ended. Half the time of the statement (a commit's flush, ~0.15 ms).
+# processing transaction's commit, which does wait, flushes it with its own changes (as does
+# PostgreSQL's WAL writer within a fraction of a second). A crash of PostgreSQL before either
+# can lose the mark, and with it the count of one lost attempt: a delivery that kills its worker
+# would get one attempt more. Half the time of the statement (a commit's flush, ~0.15 ms).
 _UNFLUSHED = select(
     func.set_config("synchronous_commit", "off", true()).label("synchronous_commit")
 ).subquery("unflushed")

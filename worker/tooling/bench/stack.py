@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from tasks.migrate import upgrade
-from worker.taskqueue.app import QUEUE
+from worker.taskqueue.app import NOTIFY_QUEUE, QUEUE, SWEEP_QUEUE
 from worker.tooling.bench.reference import schema
 from worker.tooling.bench.reference.tasks import QUEUE as REFERENCE_QUEUE
 from worker.tooling.processes import children, free_port
@@ -127,6 +127,11 @@ class Worker:
     node: str
     processes: int
     queue: str
+    # Other queues it consumes (payhook's sweep and notification queues): paused with `queue`.
+    # A worker paused on its task queue alone would still wait on these in a blocking pop
+    # (kombu's Redis transport, one second), and take up the resumed queue only when that pop
+    # returns: a resume would start anywhere from 0 to 1 s late.
+    also: tuple[str, ...] = ()
 
     def pids(self) -> list[int]:
         """The worker's main process, then its pool processes."""
@@ -225,7 +230,9 @@ class Stack:
         metrics = self.logs / f"worker-metrics-{node.split('@')[0]}"
         metrics.mkdir(parents=True, exist_ok=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
-        return self._worker("payhook worker", command, node, processes, QUEUE, env)
+        worker = self._worker("payhook worker", command, node, processes, QUEUE, env)
+        worker.also = (SWEEP_QUEUE, NOTIFY_QUEUE)
+        return worker
 
     def start_reference_worker(self, processes: int) -> Worker:
         node = f"reference{processes}-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
@@ -272,13 +279,16 @@ class Stack:
 
     def pause(self, worker: Worker) -> None:
         """Stop the worker taking tasks (it finishes the ones it has): a backlog builds up."""
-        self._control(worker, "cancel_consumer", worker.queue)
+        for queue in (worker.queue, *worker.also):
+            self._control(worker, "cancel_consumer", queue)
         # A poll issued just before the cancel may still be waiting on the queue (kombu polls
         # for one second): let it run out so that no message slips through.
         time.sleep(1.2)
 
     def resume(self, worker: Worker) -> None:
-        self._control(worker, "add_consumer", worker.queue)
+        """Consume again, the task queue first: nothing else is waited on when it starts."""
+        for queue in (worker.queue, *worker.also):
+            self._control(worker, "add_consumer", queue)
 
     def task_events(self, worker: Worker, on: bool) -> None:
         """Turn the worker's task events on (as Flower needs them) or off."""

@@ -24,12 +24,14 @@ NOTIFY_QUEUE = "payhook.notify"
 # redelivery budget is smaller), so this queue is an operator's evidence, kept bounded.
 DEAD_LETTER = "payhook.dead"
 DEAD_LETTER_MAX_LENGTH = 100_000
-# Task messages a worker process holds beyond the one it runs. On Redis, four: a child that
-# finishes finds its next task already in the worker instead of waiting for a fetch from Redis
-# (a backlog drains 10-25 % faster, `payhook bench`). What a worker holds and has not started
-# is given back by a warm shutdown, and re-published by the sweeper after a kill, like the one
-# it runs. On RabbitMQ, one: a message handed out again counts towards x-delivery-limit, and a
-# killed worker must not bring its held messages nearer their dead letter.
+# Task messages a worker holds per process of its pool, the one it runs included (Celery's
+# prefetch multiplier; acks late, so a running task's message is held too). On Redis, four: a
+# child that finishes finds its next task already in the worker instead of waiting for a fetch
+# from Redis (a backlog drains 10-25 % faster, `payhook bench`). What a worker holds and has not
+# started is given back by a warm shutdown, and re-published by the sweeper after a kill, like
+# the one it runs. On RabbitMQ, one: a message handed out again counts towards
+# x-delivery-limit, and a killed worker must not bring its held messages nearer their dead
+# letter.
 REDIS_PREFETCH = 4
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
@@ -54,19 +54,15 @@ class EventTap:
             assert time.monotonic() < deadline, f"no {kind} event in {timeout} s: {self.types()}"
             time.sleep(0.1)
 
-    def __enter__(self) -> EventTap:
+    @contextmanager
+    def running(self) -> Iterator[EventTap]:
         self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._receiver.should_stop = True
-        self._thread.join(timeout=5)
-        self._connection.release()
+        try:
+            yield self
+        finally:
+            self._receiver.should_stop = True
+            self._thread.join(timeout=5)
+            self._connection.release()
 
 
 def _switch(app: Celery, command: str) -> None:
@@ -85,7 +81,7 @@ def _confirmed(stack: Stack, n: int, send: Callable[[], int]) -> None:
 def test_task_events_switch_off_and_on_from_outside(tmp_path: Path) -> None:
     with (
         running_stack(tmp_path, worker_processes=1, name=NAME) as stack,
-        EventTap(stack.env["PAYHOOK_BROKER_URL"]) as tap,
+        EventTap(stack.env["PAYHOOK_BROKER_URL"]).running() as tap,
     ):
         tap.wait_for("worker-heartbeat")  # the tap listens, and the worker's events flow
         register(stack, "order-ev-1", "stripe", "pi_ev_1", 2000, "usd")

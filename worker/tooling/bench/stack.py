@@ -230,9 +230,8 @@ class Stack:
         metrics = self.logs / f"worker-metrics-{node.split('@')[0]}"
         metrics.mkdir(parents=True, exist_ok=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
-        worker = self._worker("payhook worker", command, node, processes, QUEUE, env)
-        worker.also = (SWEEP_QUEUE, NOTIFY_QUEUE)
-        return worker
+        also = (SWEEP_QUEUE, NOTIFY_QUEUE)
+        return self._worker("payhook worker", command, node, processes, QUEUE, env, also)
 
     def start_reference_worker(self, processes: int) -> Worker:
         node = f"reference{processes}-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
@@ -249,9 +248,10 @@ class Stack:
         processes: int,
         queue: str,
         env: dict[str, str] | None = None,
+        also: tuple[str, ...] = (),
     ) -> Worker:
         service = self._start(role, command, env)
-        worker = Worker(service, node, processes, queue)
+        worker = Worker(service, node, processes, queue, also)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             service.check_alive()

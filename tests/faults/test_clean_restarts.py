@@ -3,9 +3,16 @@ against a delivery's budget of lost attempts (PAYHOOK_MAX_SWEEPS)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
+import time
+
 import pytest
 
 from tests.faults.stack import FaultStack, succeeded
+from worker.tooling.processes import children
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
@@ -46,4 +53,43 @@ def test_warm_restarts_while_a_delivery_waits_never_record_it_worker_lost(
     assert replay.status_code == 202, replay.text
     stack.wait_for_outcomes(1)
     assert stack.outcome_counts() == {"applied": 1}
+    stack.assert_confirmed_once([payment_id])
+
+
+def test_a_warm_shutdown_racing_a_task_handed_to_an_idle_child_ends_in_seconds(
+    stack: FaultStack,
+) -> None:
+    # The race, made certain: the worker writes a task into the pipe of its idle child, and
+    # the SIGTERM comes before the child has taken it (the child is stopped, then let go). The
+    # worker gives the message back; the child runs the task anyway, and its result is never
+    # read. Unbounded, the child then waits 30 s for that read before it exits, and the worker
+    # with it.
+    stack.start_receiver()
+    worker = stack.start_worker("worker")
+    stack.wait_ready()
+    payment_id = stack.register_payment(1)
+    (child,) = children(worker.pid)
+    os.kill(child, signal.SIGSTOP)
+    resume = threading.Timer(1.0, os.kill, (child, signal.SIGCONT))
+    try:
+        (delivery_id,) = stack.deliver([succeeded(1)])
+        stack.wait_for("the worker to take the message", lambda: stack.broker_messages() == (0, 1))
+        time.sleep(0.5)  # and to write it to its child, at once: the child is idle
+        resume.start()
+        started = time.monotonic()
+        assert stack.terminate("worker") == 0
+        took = time.monotonic() - started
+    finally:
+        resume.cancel()
+        with contextlib.suppress(ProcessLookupError):  # gone with its worker, as it should be
+            os.kill(child, signal.SIGCONT)
+    assert took < 10, f"the warm shutdown took {took:.1f} s"
+    assert "Restoring 1 unacknowledged message(s)" in stack.log_text("worker")
+
+    # The child's run applied the payment; the message given back finds it applied.
+    stack.start_worker("second")
+    stack.wait_for_outcomes(1)
+    stack.wait_idle()
+    assert stack.outcome_counts() == {"applied": 1}
+    assert stack.query("SELECT redeliveries FROM deliveries WHERE id = %s", delivery_id) == [(0,)]
     stack.assert_confirmed_once([payment_id])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import billiard.pool
 from celery import Celery, bootsteps
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 import tasks.shims  # noqa: F401  (registers the payhook.* tasks)
@@ -33,6 +34,9 @@ DEAD_LETTER_MAX_LENGTH = 100_000
 # x-delivery-limit, and a killed worker must not bring its held messages nearer their dead
 # letter.
 REDIS_PREFETCH = 4
+# How long a prefork child that exits waits for the worker to read the results it sent, in
+# tenths of a second (billiard waits 300: 30 s). See `_bound_child_exit_wait`.
+CHILD_EXIT_WAIT_POLLS = 30
 
 
 def create_app(settings: Settings) -> Celery:
@@ -222,6 +226,18 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         # queue: on a majority of its replicas), and raises if RabbitMQ refused it.
         return {"confirm_publish": True}
     return {}
+
+
+@worker_init.connect
+def _bound_child_exit_wait(**_: Any) -> None:
+    # A warm shutdown can race a task the worker has just written to an idle child's pipe: Celery
+    # drops the task from its books as "not yet accepted, the broker will give it back" (it
+    # does: the message is not acknowledged), but the child reads it and runs it all the same.
+    # No one reads that task's result any more, and the child, before exiting, waits for it to
+    # be read: 30 s, with the whole worker waiting on the child. Three seconds is six times
+    # what the shutdown takes to read a result it does expect (it polls every 0.5 s). Set in the
+    # worker's main process before its pool forks, so every child inherits it.
+    billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = CHILD_EXIT_WAIT_POLLS
 
 
 @worker_process_init.connect

@@ -20,6 +20,7 @@ import httpx
 from worker.tooling.processes import children, free_port
 
 READY_TIMEOUT_S = 60.0
+LOG_TAIL_LINES = 15  # of a process's log, in the error when it would not stop
 
 
 class StackError(Exception):
@@ -159,7 +160,12 @@ class Stack:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(process)
-            raise StackError(f"{name} did not stop within {timeout:.0f} s of SIGTERM") from None
+            # The log's folder is gone once the test's temporary files are: show its end here.
+            last = self.log_text(name, since_start=True).splitlines()[-LOG_TAIL_LINES:]
+            raise StackError(
+                f"{name} did not stop within {timeout:.0f} s of SIGTERM; the end of "
+                f"{self.log_of(name)}:\n" + "\n".join(last)
+            ) from None
 
     def kill(self, name: str) -> int:
         """SIGKILL the process and every process it started (an OOM kill, a lost host)."""

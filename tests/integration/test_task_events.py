@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -73,9 +73,10 @@ def _switch(app: Celery, command: str) -> None:
     assert replies, f"{node} did not answer {command}"
 
 
-def _confirmed(stack: Stack, n: int, send: Callable[[], int]) -> None:
-    assert send() == 202
-    stack.wait_for_outcomes(n, timeout=60)
+def _delivered(stack: Stack, body: bytes, outcomes: int) -> None:
+    """Post the signed body and wait until the stack has `outcomes` outcomes in all."""
+    assert post_stripe(stack, body) == 202
+    stack.wait_for_outcomes(outcomes, timeout=60)
 
 
 def test_task_events_switch_off_and_on_from_outside(tmp_path: Path) -> None:
@@ -87,12 +88,12 @@ def test_task_events_switch_off_and_on_from_outside(tmp_path: Path) -> None:
         register(stack, "order-ev-1", "stripe", "pi_ev_1", 2000, "usd")
         confirmation = stripe_confirmation("evt_ev_1", "pi_ev_1")
 
-        _confirmed(stack, 1, lambda: post_stripe(stack, confirmation))
+        _delivered(stack, confirmation, 1)
         tap.wait_for("task-succeeded")  # on from the start
 
         _switch(tap.app, "disable_events")
         tap.clear()
-        _confirmed(stack, 2, lambda: post_stripe(stack, confirmation))
+        _delivered(stack, confirmation, 2)
         time.sleep(1.5)  # task events are flushed within the worker's next loop iteration
         assert not [kind for kind in tap.types() if kind.startswith("task-")]
         tap.clear()
@@ -100,5 +101,5 @@ def test_task_events_switch_off_and_on_from_outside(tmp_path: Path) -> None:
 
         _switch(tap.app, "enable_events")
         tap.clear()
-        _confirmed(stack, 3, lambda: post_stripe(stack, confirmation))
+        _delivered(stack, confirmation, 3)
         tap.wait_for("task-succeeded")

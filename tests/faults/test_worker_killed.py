@@ -63,6 +63,15 @@ def test_a_worker_killed_with_tasks_reserved_hands_them_to_another_worker(
 
     delivery_ids = stack.deliver([succeeded(n) for n in range(4)])
     held = stack.paused_pids("started", count=2)  # both children busy, two messages reserved
+    if broker == "redis":
+        # On Redis a worker holds messages beyond the ones it runs (REDIS_PREFETCH), fetched
+        # one at a time after the first two: wait until it holds all four (on a busy machine the
+        # last can still be waiting when both children have paused).
+        stack.wait_for(
+            "all four messages handed out to the first worker",
+            lambda: stack.broker_messages() == (0, 4),
+            timeout=10,
+        )
     held_at = time.monotonic()
     stack.kill("first")  # the main process and its children, all at once
     assert stack.count_outcomes() == 0
@@ -73,8 +82,7 @@ def test_a_worker_killed_with_tasks_reserved_hands_them_to_another_worker(
         # timeout is over: a worker looks for such messages as it starts, and then only every
         # 100 s (kombu's unacked_restore_interval times unacked_restore_throttle), so start it
         # after the timeout. (In production the sweeper re-publishes such deliveries after
-        # PAYHOOK_SWEEP_AFTER_S.) On Redis a worker holds messages beyond the ones it runs
-        # (REDIS_PREFETCH): all four are handed out to the dead worker, two never started.
+        # PAYHOOK_SWEEP_AFTER_S.) All four are handed out to the dead worker, two never started.
         assert stack.broker_messages() == (0, 4)
         visibility_s = int(stack.env["PAYHOOK_VISIBILITY_TIMEOUT_S"])
         time.sleep(visibility_s + 1 - (time.monotonic() - held_at))

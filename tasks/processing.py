@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from domain.events import Action, MalformedEvent, PaymentEvent
+from domain.events import Action, EventKey, MalformedEvent, PaymentEvent
 from domain.outcomes import Outcome, OutcomeKind, Reason
 from domain.payments import needs_history
-from domain.providers import DEFAULT_READING, Reading
+from domain.providers import DEFAULT_READING, Reading, parse_delivery
 from tasks.notifications import record_changes
 from tasks.policy import RetryPolicy
 from tasks.storage.records import DeliveryRecord
+from tasks.storage.starting import Started
 from tasks.storage.uow import UnitOfWork
 
 _AGREES = frozenset({OutcomeKind.APPLIED, OutcomeKind.ACKNOWLEDGED_DUPLICATE})
@@ -135,21 +136,64 @@ def _defer(
 
 
 def start_attempt(
-    delivery_id: int, uow: UnitOfWork, now: datetime, policy: RetryPolicy
+    delivery_id: int,
+    uow: UnitOfWork,
+    now: datetime,
+    policy: RetryPolicy,
+    reading: Reading = DEFAULT_READING,
 ) -> Processed | None:
     """Mark the delivery started, counting an earlier attempt that started and never finished.
 
     Committed on its own, before processing, so that a process killed mid-task leaves its mark
     behind; a message merely handed out again (a warm shutdown, a re-publish) counts nothing.
     Past the budget of lost attempts the delivery is recorded `dead`. Returns the outcome when
-    there is nothing left to process. The mark is one statement, committed as it runs.
+    there is nothing left to process. The mark is one statement, committed as it runs; on
+    PostgreSQL a copy of an event processed before is recorded right after it (see
+    `_same_event_at_once`).
     """
     with uow.autocommitting():
-        lost = uow.deliveries.start(delivery_id, now)
-        if lost is None or lost <= policy.max_sweeps:
+        started = uow.deliveries.start(delivery_id, now)
+        if started is None:
             uow.commit()
             return None
+        if started.lost <= policy.max_sweeps:
+            uow.commit()
+            return _same_event_at_once(uow, started, now, reading)
     return record_failure(delivery_id, uow, now, Reason.WORKER_LOST)
+
+
+def _same_event_at_once(
+    uow: UnitOfWork, started: Started, now: datetime, reading: Reading
+) -> Processed | None:
+    """The outcome of a copy of an event whose claim the start mark saw committed by another
+    delivery, with the same meaning: `acknowledged_duplicate/same_event`, as `_decide` finds,
+    recorded by one statement (tasks/storage/starting.py). None, for the full path, in every
+    other case: no claim seen, our own, a body that does not parse or means something else (a
+    payload conflict), or a delivery recorded meanwhile by another run."""
+    first = started.claimed_by
+    if first is None or first == started.delivery_id or started.body is None:
+        return None
+    try:
+        event = parse_delivery(started.provider, started.event_id, started.body, reading)
+    except MalformedEvent:
+        return None
+    if event.key != EventKey(started.provider, started.event_id):
+        return None
+    if event.fingerprint() != started.claim_fingerprint:
+        return None
+    outcome = Outcome.same_event(first)
+    if not uow.deliveries.record_duplicate_if_open(started.delivery_id, outcome, now):
+        return None
+    return _remember(
+        Processed(
+            started.delivery_id,
+            started.provider,
+            started.event_id,
+            outcome,
+            since=started.waiting_since,
+            recorded_at=now,
+        )
+    )
 
 
 def release_attempt(delivery_id: int, uow: UnitOfWork, retry_at: datetime) -> None:

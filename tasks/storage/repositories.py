@@ -42,6 +42,7 @@ from tasks.storage.direct import utc
 from tasks.storage.errors import AlreadyExists
 from tasks.storage.outbox_insert import POSTGRES_INSERT
 from tasks.storage.records import DeliveryRecord
+from tasks.storage.starting import RECORD_IF_OPEN, SEEING_CLAIM, Started
 from tasks.storage.tables import (
     UtcDateTime,
     api_idempotency,
@@ -210,7 +211,7 @@ _START = (
 _UNFLUSHED = select(
     func.set_config("synchronous_commit", "off", true()).label("synchronous_commit")
 ).subquery("unflushed")
-_START_UNFLUSHED = _START.where(_UNFLUSHED.c.synchronous_commit == "off")
+_START_UNFLUSHED = _START.where(_UNFLUSHED.c.synchronous_commit == "off").returning(*SEEING_CLAIM)
 _FIRST_CLAIM = (
     select(idempotency_keys.c.first_delivery_id, idempotency_keys.c.fingerprint)
     .where(idempotency_keys.c.provider == bindparam("provider"))
@@ -492,16 +493,45 @@ class Deliveries:
         self._conn.execute(_MARK_PROCESSED, values)
         return woken
 
-    def start(self, delivery_id: int, now: datetime) -> int | None:
+    def start(self, delivery_id: int, now: datetime) -> Started | None:
         """Mark an attempt started; the attempts lost so far, counting an earlier one that
         started and never finished. None when there is nothing to start (processed, unknown).
 
         One statement: it waits for a running attempt's lock and then sees it finished. Run
-        on its own (autocommit), on PostgreSQL it is committed without waiting for the disk.
+        on its own (autocommit), on PostgreSQL it is committed without waiting for the disk,
+        and reads its event's claim (starting.py).
         """
-        statement = _START_UNFLUSHED if _on_its_own(self._conn) else _START
-        row = direct.one_or_none(self._conn, statement, {"delivery_id": delivery_id, "now": now})
-        return None if row is None else int(row.redeliveries)
+        params = {"delivery_id": delivery_id, "now": now}
+        if not _on_its_own(self._conn):
+            row = direct.one_or_none(self._conn, _START, params)
+            return None if row is None else Started(delivery_id, int(row.redeliveries))
+        row = direct.one_or_none(self._conn, _START_UNFLUSHED, params)
+        if row is None:
+            return None
+        return Started(
+            delivery_id,
+            int(row.redeliveries),
+            provider=row.provider,
+            event_id=row.event_id,
+            waiting_since=utc(row.replayed_at or row.received_at),
+            claimed_by=row.claimed_by,
+            claim_fingerprint=row.claim_fingerprint,
+            body=None if row.body is None else bytes(row.body),
+        )
+
+    def record_duplicate_if_open(self, delivery_id: int, outcome: Outcome, now: datetime) -> bool:
+        """PostgreSQL, on its own: record a duplicate's outcome (no payment, no transition)
+        with its processed mark, in one statement that commits as it runs, if the delivery is
+        still open; False when it was not (another run recorded it)."""
+        assert outcome.payment_id is None and outcome.transition is None
+        values = {
+            "delivery_id": delivery_id,
+            "kind": outcome.kind.value,
+            "reason": None if outcome.reason is None else outcome.reason.value,
+            "duplicate_of": outcome.duplicate_of,
+            "recorded_at": now,
+        }
+        return bool(direct.rows(self._conn, RECORD_IF_OPEN, values))
 
     def release(self, delivery_id: int, published_at: datetime) -> None:
         """An attempt that ended without an outcome (it retries at `published_at`): not lost."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from domain.events import Action, EventKey, MalformedEvent, PaymentEvent
+from domain.events import Action, MalformedEvent, PaymentEvent
 from domain.outcomes import Outcome, OutcomeKind, Reason
 from domain.payments import needs_history
-from domain.providers import DEFAULT_READING, Reading, parse_delivery
+from domain.providers import DEFAULT_READING, Reading
 from tasks.notifications import record_changes
 from tasks.policy import RetryPolicy
 from tasks.storage.records import DeliveryRecord
@@ -136,11 +136,7 @@ def _defer(
 
 
 def start_attempt(
-    delivery_id: int,
-    uow: UnitOfWork,
-    now: datetime,
-    policy: RetryPolicy,
-    reading: Reading = DEFAULT_READING,
+    delivery_id: int, uow: UnitOfWork, now: datetime, policy: RetryPolicy
 ) -> Processed | None:
     """Mark the delivery started, counting an earlier attempt that started and never finished.
 
@@ -148,48 +144,27 @@ def start_attempt(
     behind; a message merely handed out again (a warm shutdown, a re-publish) counts nothing.
     Past the budget of lost attempts the delivery is recorded `dead`. Returns the outcome when
     there is nothing left to process. The mark is one statement, committed as it runs; on
-    PostgreSQL a copy of an event processed before is recorded right after it (see
-    `_same_event_at_once`).
+    PostgreSQL it records a copy of an event processed before (tasks/storage/starting.py).
     """
     with uow.autocommitting():
-        started = uow.deliveries.start(delivery_id, now)
-        if started is None:
+        started = uow.deliveries.start(delivery_id, now, max_lost=policy.max_sweeps)
+        if started is None or started.lost <= policy.max_sweeps:
             uow.commit()
-            return None
-        if started.lost <= policy.max_sweeps:
-            uow.commit()
-            return _same_event_at_once(uow, started, now, reading)
+            return None if started is None else _recorded_copy(started, now)
     return record_failure(delivery_id, uow, now, Reason.WORKER_LOST)
 
 
-def _same_event_at_once(
-    uow: UnitOfWork, started: Started, now: datetime, reading: Reading
-) -> Processed | None:
-    """The outcome of a copy of an event whose claim the start mark saw committed by another
-    delivery, with the same meaning: `acknowledged_duplicate/same_event`, as `_decide` finds,
-    recorded by one statement (tasks/storage/starting.py). None, for the full path, in every
-    other case: no claim seen, our own, a body that does not parse or means something else (a
-    payload conflict), or a delivery recorded meanwhile by another run."""
-    first = started.claimed_by
-    if first is None or first == started.delivery_id or started.body is None:
-        return None
-    try:
-        event = parse_delivery(started.provider, started.event_id, started.body, reading)
-    except MalformedEvent:
-        return None
-    if event.key != EventKey(started.provider, started.event_id):
-        return None
-    if event.fingerprint() != started.claim_fingerprint:
-        return None
-    outcome = Outcome.same_event(first)
-    if not uow.deliveries.record_duplicate_if_open(started.delivery_id, outcome, now):
+def _recorded_copy(started: Started, now: datetime) -> Processed | None:
+    """The outcome the start mark recorded, `acknowledged_duplicate/same_event`, as `_decide`
+    records it; None when it recorded none."""
+    if started.duplicate_of is None:
         return None
     return _remember(
         Processed(
             started.delivery_id,
             started.provider,
             started.event_id,
-            outcome,
+            Outcome.same_event(started.duplicate_of),
             since=started.waiting_since,
             recorded_at=now,
         )

@@ -8,6 +8,7 @@ from datetime import datetime
 from domain.events import PaymentEvent
 from tasks.storage.errors import AlreadyExists, Unstorable
 from tasks.storage.limits import check_storable
+from tasks.storage.repositories import intake_fingerprint
 from tasks.storage.uow import UnitOfWork
 
 __all__ = [
@@ -97,6 +98,7 @@ def store_deliveries(
                 received_at=received_at,
                 headers=headers,
                 body=body,
+                fingerprint=intake_fingerprint(event),
             )
             for event, headers, body in items
         ]

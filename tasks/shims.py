@@ -99,7 +99,7 @@ def process_delivery_task(self: Task[Any, Any], delivery_id: int) -> dict[str, o
         with uow.holding():  # one pooled connection for both
             # Marked started first: an earlier attempt still marked so was lost (its worker
             # killed).
-            finished = start_attempt(delivery_id, uow, rt.now(), rt.policy, rt.reading)
+            finished = start_attempt(delivery_id, uow, rt.now(), rt.policy)
             result = finished or process_delivery(delivery_id, uow, rt.now(), rt.policy, rt.reading)
     except UnknownDelivery:
         log.error("no such delivery; nothing to do", extra={"delivery_id": delivery_id})

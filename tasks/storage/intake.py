@@ -27,7 +27,7 @@ from domain.events import PaymentEvent
 from tasks.storage.direct import postgres_text
 from tasks.storage.engine import postgres_connect_args
 from tasks.storage.limits import check_storable
-from tasks.storage.repositories import ADD_DELIVERY, new_delivery
+from tasks.storage.repositories import ADD_DELIVERY, intake_fingerprint, new_delivery
 
 # How long a request waits for a pooled connection before it is answered 503: with every
 # connection busy, or none to be had (PostgreSQL down, the pool reconnecting in the background).
@@ -85,7 +85,15 @@ class Intake:
         for event, _, _ in items:
             check_storable(event)
         rows = [
-            new_delivery(e.provider, e.event_id, e.event_type, received_at, headers, body)
+            new_delivery(
+                e.provider,
+                e.event_id,
+                e.event_type,
+                received_at,
+                headers,
+                body,
+                intake_fingerprint(e),
+            )
             for e, headers, body in items
         ]
         await self.open()

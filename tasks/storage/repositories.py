@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from domain.events import EventKey
+from domain.events import Action, EventKey, PaymentEvent
 from domain.outcomes import Outcome, OutcomeKind, Reason
 from domain.payments import (
     Dispute,
@@ -42,7 +42,7 @@ from tasks.storage.direct import utc
 from tasks.storage.errors import AlreadyExists
 from tasks.storage.outbox_insert import POSTGRES_INSERT
 from tasks.storage.records import DeliveryRecord
-from tasks.storage.starting import RECORD_IF_OPEN, SEEING_CLAIM, Started
+from tasks.storage.starting import START_SEEING_COPIES, Started
 from tasks.storage.tables import (
     UtcDateTime,
     api_idempotency,
@@ -113,6 +113,7 @@ _NEW_DELIVERY_COLUMNS = (
     "published_at",
     "headers",
     "body",
+    "fingerprint",
 )
 ADD_DELIVERY = (
     insert(deliveries)
@@ -201,17 +202,6 @@ _START = (
     )
     .returning(deliveries.c.redeliveries)
 )
-# On PostgreSQL the start mark, a statement committed on its own, does not wait for the disk:
-# it turns synchronous_commit off for its own transaction only (set_config's is_local). Every
-# other session sees the mark at once, which is all a count of lost attempts needs, and the
-# processing transaction's commit, which does wait, flushes it with its own changes (as does
-# PostgreSQL's WAL writer within a fraction of a second). A crash of PostgreSQL before either
-# can lose the mark, and with it the count of one lost attempt: a delivery that kills its worker
-# would get one attempt more. Half the time of the statement (a commit's flush, ~0.15 ms).
-_UNFLUSHED = select(
-    func.set_config("synchronous_commit", "off", true()).label("synchronous_commit")
-).subquery("unflushed")
-_START_UNFLUSHED = _START.where(_UNFLUSHED.c.synchronous_commit == "off").returning(*SEEING_CLAIM)
 _FIRST_CLAIM = (
     select(idempotency_keys.c.first_delivery_id, idempotency_keys.c.fingerprint)
     .where(idempotency_keys.c.provider == bindparam("provider"))
@@ -302,8 +292,21 @@ _DISPUTES = select(
 ).where(disputes.c.payment_id == bindparam("payment_id"))
 
 
+def intake_fingerprint(event: PaymentEvent) -> str | None:
+    """What a delivery's event means, stored with it as it is received: None for one payhook
+    does not act on (an unsupported type, or a body that did not parse), whose copies take the
+    full path."""
+    return None if event.action is Action.UNSUPPORTED else event.fingerprint()
+
+
 def new_delivery(
-    provider: str, event_id: str, event_type: str, received_at: datetime, headers: str, body: bytes
+    provider: str,
+    event_id: str,
+    event_type: str,
+    received_at: datetime,
+    headers: str,
+    body: bytes,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """ADD_DELIVERY's parameters for a delivery just received: published at once (after its
     commit), nothing attempted yet."""
@@ -320,6 +323,7 @@ def new_delivery(
         "published_at": received_at,
         "headers": headers,
         "body": body,
+        "fingerprint": fingerprint,
     }
 
 
@@ -336,9 +340,10 @@ class Deliveries:
         received_at: datetime,
         headers: str,
         body: bytes,
+        fingerprint: str | None = None,
     ) -> int:
         """Store a delivery just received: published at once, nothing attempted yet. Its id."""
-        row = new_delivery(provider, event_id, event_type, received_at, headers, body)
+        row = new_delivery(provider, event_id, event_type, received_at, headers, body, fingerprint)
         (added,) = direct.rows(self._conn, ADD_DELIVERY, row)
         return int(added.id)
 
@@ -493,45 +498,30 @@ class Deliveries:
         self._conn.execute(_MARK_PROCESSED, values)
         return woken
 
-    def start(self, delivery_id: int, now: datetime) -> Started | None:
+    def start(self, delivery_id: int, now: datetime, max_lost: int) -> Started | None:
         """Mark an attempt started; the attempts lost so far, counting an earlier one that
         started and never finished. None when there is nothing to start (processed, unknown).
 
         One statement: it waits for a running attempt's lock and then sees it finished. Run
-        on its own (autocommit), on PostgreSQL it is committed without waiting for the disk,
-        and reads its event's claim (starting.py).
+        on its own (autocommit) on PostgreSQL, it is committed without waiting for the disk,
+        and records a copy of an event processed before, within `max_lost` lost attempts
+        (starting.py).
         """
         params = {"delivery_id": delivery_id, "now": now}
         if not _on_its_own(self._conn):
             row = direct.one_or_none(self._conn, _START, params)
             return None if row is None else Started(delivery_id, int(row.redeliveries))
-        row = direct.one_or_none(self._conn, _START_UNFLUSHED, params)
+        row = direct.one_or_none(self._conn, START_SEEING_COPIES, {**params, "max_lost": max_lost})
         if row is None:
             return None
         return Started(
             delivery_id,
             int(row.redeliveries),
+            duplicate_of=row.duplicate_of,
             provider=row.provider,
             event_id=row.event_id,
             waiting_since=utc(row.replayed_at or row.received_at),
-            claimed_by=row.claimed_by,
-            claim_fingerprint=row.claim_fingerprint,
-            body=None if row.body is None else bytes(row.body),
         )
-
-    def record_duplicate_if_open(self, delivery_id: int, outcome: Outcome, now: datetime) -> bool:
-        """PostgreSQL, on its own: record a duplicate's outcome (no payment, no transition)
-        with its processed mark, in one statement that commits as it runs, if the delivery is
-        still open; False when it was not (another run recorded it)."""
-        assert outcome.payment_id is None and outcome.transition is None
-        values = {
-            "delivery_id": delivery_id,
-            "kind": outcome.kind.value,
-            "reason": None if outcome.reason is None else outcome.reason.value,
-            "duplicate_of": outcome.duplicate_of,
-            "recorded_at": now,
-        }
-        return bool(direct.rows(self._conn, RECORD_IF_OPEN, values))
 
     def release(self, delivery_id: int, published_at: datetime) -> None:
         """An attempt that ended without an outcome (it retries at `published_at`): not lost."""

@@ -81,6 +81,10 @@ deliveries = Table(
     _timestamp("replayed_at", nullable=True),
     Column("headers", Text, nullable=False),  # JSON: only the headers that matter
     Column("body", LargeBinary, nullable=False),
+    # What the event means (PaymentEvent.fingerprint), as the receiver parsed it; None for an
+    # event payhook does not act on, or one stored before migration 0008. A copy whose event's
+    # claim holds the same is a duplicate at its start mark (starting.py).
+    Column("fingerprint", String(64), nullable=True),
     # Set when retention emptied body and headers; the outcome is kept for good.
     _timestamp("body_pruned_at", nullable=True),
     # What a deferred delivery waits for, so that it is woken when it comes: the payment

@@ -1,6 +1,6 @@
-"""A copy of an event processed before, on real PostgreSQL: recorded by the start mark and one
-statement (tasks/storage/starting.py), with the outcome the full path would give; any copy it
-cannot vouch for goes the full path.
+"""A copy of an event processed before, on real PostgreSQL: recorded by its start mark, one
+statement (tasks/storage/starting.py), with the outcome the full path would give; every copy
+it cannot vouch for takes the full path.
 
 The task's own sequence, in process: `start_attempt` (the mark, and the copy recorded at once
 when it can be), then `process_delivery` when it returned nothing.
@@ -81,7 +81,7 @@ def outcome_count(engine: Engine) -> int:
         return int(conn.execute(select(func.count()).select_from(outcomes)).scalar_one())
 
 
-def test_a_copy_of_a_processed_event_is_recorded_by_the_mark_and_one_statement(
+def test_a_copy_of_a_processed_event_is_recorded_by_its_start_mark_in_one_statement(
     engine: Engine,
 ) -> None:
     register(engine)
@@ -96,7 +96,7 @@ def test_a_copy_of_a_processed_event_is_recorded_by_the_mark_and_one_statement(
 
     assert processed.outcome == Outcome.same_event(first)
     assert processed.lag_s == 5.0  # from receipt to the outcome, for the worker's metrics
-    assert sent == ["UPDATE", "WITH"]  # the start mark, then the outcome with its mark
+    assert sent == ["WITH"]  # the start mark, which recorded the outcome too
     assert recorded(engine, copy) == (
         "processed",
         1,
@@ -127,7 +127,7 @@ def test_a_copy_that_means_something_else_takes_the_full_path_to_a_payload_confl
         Reason.PAYLOAD_CONFLICT,
     )
     assert processed.outcome.duplicate_of == first
-    assert "WITH" not in sent[:2]  # the mark, then the full path's transaction
+    assert sent[0] == "WITH" and len(sent) > 1  # the mark recorded nothing; the full path did
     assert recorded(engine, other)[3:5] == ("rejected", "payload_conflict")
 
 
@@ -150,19 +150,47 @@ def test_a_copy_recorded_by_another_run_meanwhile_is_not_recorded_twice(engine: 
     first = deliver_stripe(engine, body)
     run_task(engine, first)
     copy = deliver_stripe(engine, body)
-    uow = UnitOfWork(engine)
-    with uow.holding():
-        with uow.autocommitting():
-            started = uow.deliveries.start(copy, LATER)
-            uow.commit()
-        assert started is not None and started.claimed_by == first
-        # Another run of the same delivery records its outcome meanwhile.
-        process_delivery(copy, UnitOfWork(engine), LATER, POLICY)
-        with uow.autocommitting():
-            again = uow.deliveries.record_duplicate_if_open(copy, Outcome.same_event(first), NOW)
-            uow.commit()
+    # Another run of the same delivery took the full path and recorded its outcome first.
+    assert process_delivery(copy, UnitOfWork(engine), NOW, POLICY).outcome == Outcome.same_event(
+        first
+    )
 
-    assert again is False
+    processed, _ = run_task(engine, copy)
+
+    assert processed.outcome == Outcome.same_event(first)  # read back, not recorded again
     assert recorded(engine, copy)[:2] == ("processed", 1)
-    assert recorded(engine, copy)[6] == LATER  # the other run's outcome stands
+    assert recorded(engine, copy)[6] == NOW  # the other run's outcome stands
     assert outcome_count(engine) == 2
+
+
+def test_a_copy_of_an_event_payhook_does_not_act_on_takes_the_full_path(engine: Engine) -> None:
+    body = stripe_body("evt_1", name="charge.failed.json")
+    first = deliver_stripe(engine, body)
+    assert run_task(engine, first)[0].outcome.reason is Reason.UNSUPPORTED_EVENT
+    copy = deliver_stripe(engine, body)
+
+    processed, sent = run_task(engine, copy)
+
+    assert processed.outcome == Outcome.same_event(first)
+    assert sent[0] == "WITH" and len(sent) > 1  # the mark recorded nothing; the full path did
+
+
+def test_a_copy_past_its_budget_of_lost_attempts_is_recorded_dead(engine: Engine) -> None:
+    register(engine)
+    body = stripe_body("evt_1")
+    first = deliver_stripe(engine, body)
+    run_task(engine, first)
+    copy = deliver_stripe(engine, body)
+    with engine.begin() as conn:  # its attempts lost up to the budget, the last one too
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id == copy)
+            .values(redeliveries=POLICY.max_sweeps, started_at=NOW)
+        )
+
+    processed, _ = run_task(engine, copy)
+
+    assert (processed.outcome.kind, processed.outcome.reason) == (
+        OutcomeKind.DEAD,
+        Reason.WORKER_LOST,
+    )

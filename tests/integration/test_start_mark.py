@@ -74,7 +74,7 @@ def test_a_mark_inside_a_transaction_leaves_its_commit_waiting_for_the_disk(
 ) -> None:
     delivery_id = _received(engine)
     with UnitOfWork(engine) as uow:
-        started = uow.deliveries.start(delivery_id, datetime.now(UTC))
+        started = uow.deliveries.start(delivery_id, datetime.now(UTC), max_lost=5)
         assert started is not None and started.lost == 0
         assert _synchronous_commit(uow) == "on"
         uow.commit()

@@ -15,6 +15,7 @@ from starlette.responses import PlainTextResponse
 
 from domain.events import MalformedEvent, PaymentEvent
 from domain.providers import adyen
+from domain.providers.adyen import CaptureMode
 from worker.metrics import DELIVERIES_RECEIVED
 from worker.signing.adyen import verify_adyen_item
 from worker.signing.errors import SignatureError
@@ -44,7 +45,9 @@ async def adyen_webhook(request: Request, rt: Runtime) -> PlainTextResponse:
             verify_adyen_item(item, keys)
         except SignatureError as error:
             raise _refused(401, f"notificationItems[{index}]: {error.reason}") from None
-    deliveries = [_delivery(item) for item in items]
+    # Parsed as the worker parses it (its reading of captures), for the stored fingerprint.
+    capture = rt.reading.adyen_capture
+    deliveries = [_delivery(item, capture) for item in items]
     headers = kept_headers(request, KEPT_HEADERS)
     # Counted per delivery (item) here; a refused request counts once, as it stores none.
     await accept(
@@ -57,7 +60,7 @@ async def adyen_webhook(request: Request, rt: Runtime) -> PlainTextResponse:
     return PlainTextResponse(ACCEPTED)
 
 
-def _delivery(item: dict[str, Any]) -> tuple[PaymentEvent, bytes]:
+def _delivery(item: dict[str, Any], capture: CaptureMode) -> tuple[PaymentEvent, bytes]:
     """The event and the stored body of one item: the item alone, so the worker parses one.
     A signed item that does not parse is stored all the same (rejected/malformed_event), so
     that one new item shape never refuses its whole batch on every retry."""
@@ -66,7 +69,9 @@ def _delivery(item: dict[str, Any]) -> tuple[PaymentEvent, bytes]:
         known_id: str | None = adyen.event_id(item)
     except MalformedEvent:
         known_id = None
-    event = parse_event(lambda: adyen.parse_item(item_body), adyen.PROVIDER, item_body, known_id)
+    event = parse_event(
+        lambda: adyen.parse_item(item_body, capture), adyen.PROVIDER, item_body, known_id
+    )
     return event, item_body
 
 

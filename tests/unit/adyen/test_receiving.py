@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from domain.providers import Reading, adyen, parse_delivery
+from tasks.storage.tables import deliveries
 from tests.unit.adyen.support import (
     OLD_KEY,
     Receiver,
@@ -136,3 +139,27 @@ def test_a_database_outage_is_503_and_nothing_is_published(
     assert response.status_code == 503
     assert response.headers["retry-after"]
     assert receiver.published == []
+
+
+@pytest.mark.parametrize("fixture_name", ["receiver", "manual"])
+def test_the_stored_fingerprint_is_the_one_the_worker_reads_under_its_capture_mode(
+    request: pytest.FixtureRequest, fixture_name: str
+) -> None:
+    # What the start mark compares with the event's claim (tasks/storage/starting.py): an
+    # authorisation means a confirmation under automatic capture, an authorisation under manual.
+    receiver: Receiver = request.getfixturevalue(fixture_name)
+    item = signed(fixture_item("authorisation-true.json"))
+    assert receiver.post(request_of(item)).status_code == 200
+    ((delivery_id, event_id, _, body),) = receiver.stored()
+    with receiver.runtime.engine.connect() as conn:
+        stored = conn.execute(
+            select(deliveries.c.fingerprint).where(deliveries.c.id == delivery_id)
+        ).scalar_one()
+
+    reading = receiver.runtime.reading
+    assert stored == parse_delivery("adyen", event_id, body, reading).fingerprint()
+    other = next(mode for mode in adyen.CaptureMode if mode is not reading.adyen_capture)
+    assert (
+        stored
+        != parse_delivery("adyen", event_id, body, Reading(adyen_capture=other)).fingerprint()
+    )

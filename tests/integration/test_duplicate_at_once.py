@@ -81,13 +81,19 @@ def outcome_count(engine: Engine) -> int:
         return int(conn.execute(select(func.count()).select_from(outcomes)).scalar_one())
 
 
+def applied_first(engine: Engine, body: bytes) -> int:
+    """A payment registered, and the first delivery of `body` processed: applied. Its id."""
+    register(engine)
+    first = deliver_stripe(engine, body)
+    assert run_task(engine, first)[0].outcome.kind is OutcomeKind.APPLIED
+    return first
+
+
 def test_a_copy_of_a_processed_event_is_recorded_by_its_start_mark_in_one_statement(
     engine: Engine,
 ) -> None:
-    register(engine)
     body = stripe_body("evt_1")
-    first = deliver_stripe(engine, body)
-    assert run_task(engine, first)[0].outcome.kind is OutcomeKind.APPLIED
+    first = applied_first(engine, body)
     resent = json.loads(body)
     resent["pending_webhooks"] = 3  # an envelope field that changes between a provider's tries
     copy = deliver_stripe(engine, json.dumps(resent).encode())
@@ -115,9 +121,7 @@ def test_a_copy_of_a_processed_event_is_recorded_by_its_start_mark_in_one_statem
 def test_a_copy_that_means_something_else_takes_the_full_path_to_a_payload_conflict(
     engine: Engine,
 ) -> None:
-    register(engine)
-    first = deliver_stripe(engine, stripe_body("evt_1"))
-    run_task(engine, first)
+    first = applied_first(engine, stripe_body("evt_1"))
     other = deliver_stripe(engine, stripe_body("evt_1", amount_received=1))
 
     processed, sent = run_task(engine, other)
@@ -145,10 +149,8 @@ def test_a_copy_that_arrived_before_the_first_was_processed_waits_for_its_claim(
 
 
 def test_a_copy_recorded_by_another_run_meanwhile_is_not_recorded_twice(engine: Engine) -> None:
-    register(engine)
     body = stripe_body("evt_1")
-    first = deliver_stripe(engine, body)
-    run_task(engine, first)
+    first = applied_first(engine, body)
     copy = deliver_stripe(engine, body)
     # Another run of the same delivery took the full path and recorded its outcome first.
     assert process_delivery(copy, UnitOfWork(engine), NOW, POLICY).outcome == Outcome.same_event(
@@ -176,10 +178,8 @@ def test_a_copy_of_an_event_payhook_does_not_act_on_takes_the_full_path(engine: 
 
 
 def test_a_copy_past_its_budget_of_lost_attempts_is_recorded_dead(engine: Engine) -> None:
-    register(engine)
     body = stripe_body("evt_1")
-    first = deliver_stripe(engine, body)
-    run_task(engine, first)
+    applied_first(engine, body)
     copy = deliver_stripe(engine, body)
     with engine.begin() as conn:  # its attempts lost up to the budget, the last one too
         conn.execute(

@@ -18,7 +18,7 @@ mark, BEGIN, lock, claim, record, COMMIT); the outcome is the one the full path 
   on, one stored before migration 0008, and one past its budget of lost attempts (recorded
   `dead` by the task) take the full path, as before.
 - The mark alone does not wait for the disk (`synchronous_commit` off for its transaction, see
-  repositories.py); a mark that records an outcome does.
+  `_FLUSH`); a mark that records an outcome does.
 """
 
 from __future__ import annotations

@@ -92,13 +92,14 @@ def _finished(task: Any = None, **_: Any) -> None:
 
 
 @event.listens_for(Engine, "before_cursor_execute")
-def _statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+def _statement(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
     global _records_outcome
     # On PostgreSQL the outcome is written inside the statement that marks the delivery
-    # processed (WITH recorded AS (INSERT INTO outcomes …) UPDATE deliveries …). The start mark
-    # (tasks/storage/starting.py, the one statement that sets synchronous_commit) can record a
-    # copy's outcome too, but commits as it runs: there is no COMMIT of it to pause before.
-    if "INSERT INTO outcomes" in statement and "synchronous_commit" not in statement:
+    # processed (WITH recorded AS (INSERT INTO outcomes …) UPDATE deliveries …). A statement run
+    # in autocommit (the start mark, which can record a copy's outcome) commits as it runs:
+    # there is no COMMIT of it to pause before.
+    autocommit = getattr(getattr(cursor, "connection", None), "autocommit", False) is True
+    if "INSERT INTO outcomes" in statement and not autocommit:
         _records_outcome = True
     # The claim (on PostgreSQL inside WITH claimed AS (INSERT INTO idempotency_keys …)).
     if "INSERT INTO idempotency_keys" in statement and armed("crash", _current):
